@@ -1,0 +1,26 @@
+# The README's two commands are `make demo` and `make test`; both set up a fresh machine first.
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench kafka-up kafka-down
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PYTHON) -m tocsin.demo
+
+test: setup
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint:
+	ruff check .
+
+bench: setup
+	$(PYTHON) -m bench all --quick
+
+kafka-up:
+	tocsin kafka up
+
+kafka-down:
+	tocsin kafka down

@@ -1,0 +1,1 @@
+"""Agents that ship logs, metrics and health events to Kafka."""

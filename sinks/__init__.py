@@ -1,0 +1,1 @@
+"""Sinks: ClickHouse history, notifications and summaries."""

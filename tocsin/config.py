@@ -1,0 +1,228 @@
+"""Tocsin configuration: one YAML file plus environment overrides, typed and validated.
+
+Resolution order, last wins: built-in defaults, the YAML file (``--config`` or
+``TOCSIN_CONFIG``), then the environment variables in ``ENV_OVERRIDES`` (the
+seed's ``LOG_DIR``, ``ALERT_EMAIL_RECIPIENTS``, ``MONITORING_SUMMARY_RECIPIENTS``
+plus ``KAFKA_BOOTSTRAP_SERVERS``, ``CLICKHOUSE_URL``, ``TOCSIN_API_TOKEN``,
+``TOCSIN_HTTP_ADDR``). Every problem is collected and reported as
+``file: dotted.path: reason (got value)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+
+from processors.config import ProcessorConfig
+from producers.config import AgentsConfig
+from sinks.config import ClickHouseSinkConfig, NotifyConfig, SummaryConfig
+from tocsin import paths
+from tocsin.configbase import StrictModel
+from tocsin.errors import ConfigError
+
+
+class TopicsConfig(StrictModel):
+    """Topic names and how ``tocsin topics create`` makes them."""
+
+    logs: str = "tocsin.logs"
+    metrics: str = "tocsin.metrics"
+    health: str = "tocsin.health"
+    alerts: str = "tocsin.alerts"
+    control: str = "tocsin.control"
+    deadletter: str = "tocsin.deadletter"
+    partitions: int = Field(6, ge=1, description="Partitions of every topic; more means more processor instances.")
+    replication_factor: int = Field(1, ge=1)
+    retention_hours: int = Field(72, ge=1, description="Retention of the input topics (alerts is compacted).")
+
+
+class KafkaConfig(StrictModel):
+    """Kafka connection; security settings pass through to every client."""
+
+    bootstrap_servers: str = Field(
+        "", description="host:port[,host:port]; empty means the local broker started by `tocsin kafka up`."
+    )
+    client_id: str = "tocsin"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    topics: TopicsConfig = TopicsConfig()
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """kafka-python keyword arguments shared by producers, consumers and admin clients."""
+        from tocsin.localkafka import resolve_bootstrap
+
+        kw: dict[str, Any] = {
+            "bootstrap_servers": resolve_bootstrap(self.bootstrap_servers).split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_plain_username
+            if self.sasl_plain_password is not None:
+                kw["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, key)
+            if value is not None:
+                kw[key] = str(value)
+        return kw
+
+
+class ClickHouseConfig(StrictModel):
+    """Which ClickHouse: ``chdb://PATH`` (embedded engine) or ``http(s)://user:pass@host:port/db``."""
+
+    url: str = Field("", description="Empty means chdb://$TOCSIN_HOME/clickhouse.")
+    database: str = "tocsin"
+    username: str | None = None
+    password: SecretStr | None = None
+    retention_days: int = Field(30, ge=1, description="TTL of every table; the seed kept 30 days.")
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v and not v.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return v
+
+    def resolved_url(self) -> str:
+        return self.url or f"chdb://{paths.home() / 'clickhouse'}"
+
+
+class ApiConfig(StrictModel):
+    """The processor service's HTTP API."""
+
+    http_addr: str = Field("127.0.0.1:8080", description="host:port the HTTP API listens on.")
+    token: SecretStr | None = Field(None, description="Bearer token for everything but /health.")
+    service_name: str = Field("tocsin", description="Reported as `service` by /health.")
+
+    @field_validator("http_addr")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port with a port from 1 to 65535")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.http_addr.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.http_addr.rpartition(":")[2])
+
+
+class TocsinConfig(StrictModel):
+    """The whole configuration. Every section has defaults: an empty file is valid."""
+
+    kafka: KafkaConfig = KafkaConfig()
+    clickhouse: ClickHouseConfig = ClickHouseConfig()
+    api: ApiConfig = ApiConfig()
+    log_dir: Path = Field(Path("logs"), description="The seed's LOG_DIR: where app logs are written and shipped from.")
+    alert_email_recipients: list[str] = Field(default_factory=list)
+    monitoring_summary_recipients: list[str] = Field(default_factory=list)
+    agents: AgentsConfig = AgentsConfig()
+    processor: ProcessorConfig = ProcessorConfig()
+    sink_clickhouse: ClickHouseSinkConfig = ClickHouseSinkConfig()
+    notify: NotifyConfig = NotifyConfig()
+    summary: SummaryConfig = SummaryConfig()
+    source: str | None = Field(None, description="The file this was loaded from (set by load_config).")
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# environment variable -> (dotted path, converter)
+ENV_OVERRIDES: dict[str, tuple[str, Any]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka.bootstrap_servers", str),
+    "CLICKHOUSE_URL": ("clickhouse.url", str),
+    "LOG_DIR": ("log_dir", str),
+    "ALERT_EMAIL_RECIPIENTS": ("alert_email_recipients", _csv),
+    "MONITORING_SUMMARY_RECIPIENTS": ("monitoring_summary_recipients", _csv),
+    "TOCSIN_API_TOKEN": ("api.token", str),
+    "TOCSIN_HTTP_ADDR": ("api.http_addr", str),
+}
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[leaf] = value
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(origin: str, exc: ValidationError) -> list[str]:
+    """One ``origin: field: reason (got value)`` line per pydantic error."""
+    lines = []
+    for err in exc.errors():
+        field = _dotted(tuple(p for p in err["loc"] if p not in ("function-after",)))
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
+        lines.append(f"{origin}: {field}: {msg}{got}")
+    return lines
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> TocsinConfig:
+    """Read, override and validate; raises ``ConfigError`` listing every problem."""
+    env = os.environ if env is None else env
+    path = path or env.get("TOCSIN_CONFIG") or None
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            raw = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{origin}: cannot read config file: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{origin}: (top level): expected a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    problems: list[str] = []
+    for var, (dotted, convert) in ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_path(data, dotted, convert(env[var]))
+    data["source"] = str(path) if path is not None else None
+    try:
+        return TocsinConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(format_validation_error(origin, exc))
+    raise ConfigError(problems)

@@ -1,0 +1,65 @@
+"""The one exception tree of Tocsin.
+
+Every error a user can act on descends from ``TocsinError``; third-party
+exceptions are wrapped at the component boundary (``raise ... from exc``)::
+
+    TocsinError
+    ├── ConfigError        bad file, field or environment value (CLI exit 2)
+    ├── DecodeError        bytes that are not a known Avro single-object message
+    ├── EncodeError        a record that does not fit its schema
+    ├── KafkaError         broker unreachable, topic admin failed
+    ├── LocalKafkaError    the local broker could not be resolved or started
+    ├── StoreError         ClickHouse unreachable or a statement failed
+    ├── SinkError          a sink could not deliver (after its retries)
+    └── RuleError          a rule file that does not validate (a ConfigError)
+"""
+
+from __future__ import annotations
+
+
+class TocsinError(Exception):
+    """Base of every error Tocsin raises on purpose."""
+
+
+class ConfigError(TocsinError):
+    """A configuration file, field or environment value is wrong.
+
+    ``problems`` holds every problem found, each a one-line
+    ``file: field: reason`` string, so all of them are reported at once.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class RuleError(ConfigError):
+    """A rule file does not validate."""
+
+
+class DecodeError(TocsinError):
+    """Bytes that cannot be decoded into an event; ``reason`` is for the dead-letter header."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class EncodeError(TocsinError):
+    """A record that does not match its schema."""
+
+
+class KafkaError(TocsinError):
+    """Kafka could not be reached or refused an operation."""
+
+
+class LocalKafkaError(TocsinError):
+    """The local broker from Maven Central jars could not be resolved or started."""
+
+
+class StoreError(TocsinError):
+    """ClickHouse could not be reached or a statement failed."""
+
+
+class SinkError(TocsinError):
+    """A sink gave up delivering after its retries."""

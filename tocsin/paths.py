@@ -1,0 +1,19 @@
+"""Where Tocsin keeps local state: ``TOCSIN_HOME`` (default ``~/.tocsin``) and a jar cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def home() -> Path:
+    """Data directory for local state (broker data, embedded ClickHouse, pids)."""
+    return Path(os.environ.get("TOCSIN_HOME", Path.home() / ".tocsin")).expanduser()
+
+
+def cache_dir() -> Path:
+    """Cache for downloaded artifacts (Kafka jars); survives ``TOCSIN_HOME`` wipes."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tocsin"
