@@ -50,9 +50,10 @@ def config_of(ctx: typer.Context) -> TocsinConfig:
 
 
 def _register() -> None:
-    from tocsin.cli import kafka_cmds
+    from tocsin.cli import agent_cmds, db_cmds, kafka_cmds, notify_cmds, processor_cmds, service_cmds
 
-    kafka_cmds.register(app)
+    for module in (kafka_cmds, service_cmds, agent_cmds, processor_cmds, db_cmds, notify_cmds):
+        module.register(app)
 
 
 _register()
