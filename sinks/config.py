@@ -1,17 +1,8 @@
-"""Configuration of the sinks: ClickHouse writer, notifications, summaries."""
+"""Configuration sections of the sinks, gathered for ``tocsin.config``."""
 
 from __future__ import annotations
 
-from tocsin.configbase import StrictModel
+from sinks.clickhouse_config import ClickHouseSinkConfig
+from sinks.notify_config import NotifyConfig, SummaryConfig
 
-
-class ClickHouseSinkConfig(StrictModel):
-    """ClickHouse sink settings."""
-
-
-class NotifyConfig(StrictModel):
-    """Notification routing and receivers."""
-
-
-class SummaryConfig(StrictModel):
-    """Daily summary settings."""
+__all__ = ["ClickHouseSinkConfig", "NotifyConfig", "SummaryConfig"]
