@@ -9,6 +9,11 @@ Readers keep every released schema version (``SchemaRegistry``) and resolve
 the writer's schema by fingerprint against the newest reader schema of the
 same record, so an old agent and a new processor interoperate.
 
+Batches: ``LogBatch`` and ``MetricBatch`` carry several events of one service
+in one Kafka message (kafka-python spends ~40 us per message, more than the
+encoding). ``decode_events`` returns the events of either form, so consumers
+never care which one a producer sent.
+
 Timestamps (``timestamp-micros``) stay plain ``int`` microseconds since the
 epoch in memory: converting to ``datetime`` on every decode costs more than
 the rest of the decode, and the canonical form (hence the fingerprint) does
@@ -22,7 +27,6 @@ import functools
 import io
 import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,8 @@ from tocsin.errors import DecodeError, EncodeError
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10  # 2 magic bytes + 8 fingerprint bytes
 SCHEMA_DIR = Path(__file__).parent / "avro"
+BATCH_OF = {"LogEvent": "LogBatch", "MetricEvent": "MetricBatch"}
+ITEM_OF = {batch: item for item, batch in BATCH_OF.items()}
 _FILE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>\d+)\.avsc$")
 
 
@@ -63,9 +69,8 @@ class SchemaVersion:
 
 def schema_fingerprint(schema: dict[str, Any]) -> bytes:
     """The 8 wire bytes naming ``schema``: CRC-64-AVRO, little-endian."""
-    canonical = to_parsing_canonical_form(schema)
-    value = int(_fingerprint(canonical, "CRC-64-AVRO"), 16)
-    return struct.pack("<Q", value)
+    # fastavro returns the hex of the little-endian bytes, i.e. already in wire order.
+    return bytes.fromhex(_fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
 
 class SchemaRegistry:
@@ -145,6 +150,18 @@ class Codec:
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise EncodeError(f"{name} record does not fit its schema: {exc}") from exc
         return buf.getvalue()
+
+    def encode_batch(self, item_name: str, records: list[dict[str, Any]]) -> bytes:
+        """Several ``item_name`` records in one message (``LogEvent`` -> ``LogBatch``)."""
+        return self.encode(BATCH_OF[item_name], {"events": records})
+
+    def decode_events(self, data: bytes | None) -> tuple[str, list[dict[str, Any]]]:
+        """``(event record name, events)`` from a single event or a batch message."""
+        name, record = self.decode(data)
+        item = ITEM_OF.get(name)
+        if item is not None:
+            return item, record["events"]
+        return name, [record]
 
     def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
         """Returns ``(record name, record)``; any failure raises ``DecodeError``."""
