@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(kcat prometheus prometheus-alertmanager chromium chromium-driver)
+APT_PACKAGES=(kcat prometheus prometheus-alertmanager chromium chromium-driver docker-compose)
 command -v java >/dev/null || APT_PACKAGES+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || APT_PACKAGES+=(maven)
 
