@@ -76,7 +76,8 @@ def main() -> int:
     consumer.close()
     sql = (f"SELECT service, count() AS events, countIf(level = 'ERROR') AS errors "
            f"FROM `{db}`.demo_logs WHERE run = '{run}' GROUP BY service ORDER BY service")
-    print(f"stored {stored} events in ClickHouse ({cfg.clickhouse.resolved_url()}); {committed} Kafka messages committed (batches of 500)")
+    print(f"stored {stored} events in ClickHouse ({cfg.clickhouse.resolved_url()}); "
+          f"{committed} Kafka messages committed (batches of 500)")
     for service, events, errors in client.query(sql).result_rows:
         print(f"  {service:<12} {events:>7} events {errors:>5} errors")
     print(f"explore: tocsin query \"{sql}\"")
