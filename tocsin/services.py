@@ -2,24 +2,32 @@
 
 Each entry names a ``build(cfg) -> Component`` function by import path, so the
 CLI imports only the service it starts (the data flow stays one-way: the
-registry knows names, not code).
+registry knows names, not code). ``all`` runs the processor and both sinks in
+one process: with the embedded ClickHouse (chdb) only one process may own the
+store, so that process must hold every service that writes or reads it.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import threading
 from collections.abc import Callable
 
 from tocsin.component import Component
 from tocsin.config import TocsinConfig
 from tocsin.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 SERVICES: dict[str, str] = {
     "processor": "processors.service:build",
     "sink-clickhouse": "sinks.clickhouse:build",
     "sink-notify": "sinks.notify:build",
     "agent": "producers.agent:build",
+    "all": "tocsin.services:build_all",
 }
+ALL = ("processor", "sink-clickhouse", "sink-notify", "agent")
 
 
 def builder(name: str) -> Callable[[TocsinConfig], Component]:
@@ -29,3 +37,61 @@ def builder(name: str) -> Callable[[TocsinConfig], Component]:
         raise ConfigError(f"unknown service {name!r}; choose from {', '.join(SERVICES)}") from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+class ServiceGroup(Component):
+    """Several components in one process, each ``run()`` on its own thread.
+
+    If any member's ``run()`` fails, the whole group stops: a half-running
+    pipeline that looks healthy is worse than a clean exit a supervisor restarts.
+    """
+
+    name = "all"
+
+    def __init__(self, members: dict[str, Component]) -> None:
+        super().__init__()
+        self.members = members
+        self._threads: list[threading.Thread] = []
+        self.failures: dict[str, BaseException] = {}
+
+    def start(self) -> None:
+        started: list[Component] = []
+        try:
+            for member in self.members.values():
+                member.start()
+                started.append(member)
+        except BaseException:
+            for member in started:
+                member.close()
+            raise
+
+    def _run_member(self, name: str, member: Component) -> None:
+        try:
+            member.run()
+        except BaseException as exc:  # recorded and re-raised from run() in the main thread
+            log.exception("service stopped with an error", extra={"service": name})
+            self.failures[name] = exc
+        finally:
+            self.stop()
+
+    def run(self) -> None:
+        for name, member in self.members.items():
+            t = threading.Thread(target=self._run_member, args=(name, member), name=f"tocsin-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._stop.wait()
+        for member in self.members.values():
+            member.stop()
+        for t in self._threads:
+            t.join(timeout=30)
+        if self.failures:
+            name, exc = next(iter(self.failures.items()))
+            raise exc
+
+    def _release(self) -> None:
+        for member in reversed(list(self.members.values())):
+            member.close()
+
+
+def build_all(cfg: TocsinConfig, names: tuple[str, ...] = ALL) -> ServiceGroup:
+    return ServiceGroup({name: builder(name)(cfg) for name in names})

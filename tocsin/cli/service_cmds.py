@@ -7,6 +7,7 @@ import signal
 
 import typer
 
+from tocsin import supervisor
 from tocsin.cli.app import config_of
 from tocsin.services import SERVICES, builder
 
@@ -14,12 +15,19 @@ from tocsin.services import SERVICES, builder
 def start(
     ctx: typer.Context,
     service: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background (tocsin stop ends it)."),
 ) -> None:
-    """Run a service in the foreground; SIGTERM or Ctrl-C stops it cleanly.
+    """Run a service in the foreground (SIGTERM or Ctrl-C stops it cleanly), or detached.
 
-    Example: tocsin start processor
+    `all` runs processor, sinks and agent in one process: the embedded ClickHouse allows one owner.
+    Example: tocsin start all --detach
     """
-    cfg = config_of(ctx)
+    cfg = config_of(ctx)  # validate before detaching: a bad file fails here, with exit 2
+    builder(service)  # and an unknown name too
+    if detach:
+        record = supervisor.start_detached(service, cfg.source)
+        typer.echo(f"{service} started: pid {record.pid}, log {record.log_file}")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     component = builder(service)(cfg)
 
