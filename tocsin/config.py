@@ -23,6 +23,7 @@ from sinks.config import ClickHouseSinkConfig, NotifyConfig, SummaryConfig
 from tocsin import paths
 from tocsin.configbase import StrictModel
 from tocsin.errors import ConfigError
+from tocsin.scheduler import JobsConfig
 
 
 class TopicsConfig(StrictModel):
@@ -137,6 +138,7 @@ class TocsinConfig(StrictModel):
     sink_clickhouse: ClickHouseSinkConfig = ClickHouseSinkConfig()
     notify: NotifyConfig = NotifyConfig()
     summary: SummaryConfig = SummaryConfig()
+    jobs: JobsConfig = JobsConfig()
     source: str | None = Field(None, description="The file this was loaded from (set by load_config).")
 
 
