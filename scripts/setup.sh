@@ -29,7 +29,7 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup: Python 3.11+ is required ($PY is $("$PY" --version 2>&1))" >&2
   exit 1
 fi
-"$PY" -m pip install --disable-pip-version-check -q -e '.[test]'
+"$PY" -m pip install --disable-pip-version-check -q -e '.[test,bench]'
 
 # Resolve the Kafka broker's jars from Maven Central once (cached in ~/.cache/tocsin).
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
