@@ -1,0 +1,60 @@
+"""Self-monitoring (the seed's "monitoring the monitor"): heartbeat MetricEvents of every component.
+
+Every service and agent calls ``Heartbeat.maybe_send()`` from its loop; at most
+once per interval it publishes ``tocsin_heartbeat`` (value 1) and the
+component's own figures (throughput, lag, errors) as MetricEvents of service
+``tocsin`` labelled with the component and host. The default absence rule
+fires when a component's heartbeats stop, so a dead sink is an alert, not a
+silence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kafka import KafkaProducer
+
+from schemas.codec import default_codec
+from tocsin.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
+
+SERVICE = "tocsin"
+HEARTBEAT_METRIC = "tocsin_heartbeat"
+
+Figures = dict[str, tuple[float, str]]
+"""metric name -> (value, unit)"""
+
+
+class Heartbeat:
+    """Publishes a component's heartbeat and figures at most every ``interval_s`` seconds."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, component: str, figures: Callable[[], Figures],
+                 interval_s: float = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.component = component
+        self.figures = figures
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last = float("-inf")
+        self.sent = 0
+
+    def maybe_send(self) -> bool:
+        """Sends if an interval has passed; never blocks on the broker (send is asynchronous)."""
+        if not self.interval_s or self.clock() - self._last < self.interval_s:
+            return False
+        self._last = self.clock()
+        self.send()
+        return True
+
+    def send(self) -> None:
+        ts = now_us()
+        codec = default_codec()
+        labels = {"component": self.component}
+        events = [{"event_id": new_event_id(), "ts": ts, "service": SERVICE, "host": HOSTNAME,
+                   "name": HEARTBEAT_METRIC, "value": 1.0, "unit": "count", "labels": labels}]
+        for name, (value, unit) in self.figures().items():
+            events.append({"event_id": new_event_id(), "ts": ts, "service": SERVICE, "host": HOSTNAME,
+                           "name": name, "value": float(value), "unit": unit, "labels": labels})
+        self.producer.send(self.topic, key=SERVICE.encode(), value=codec.encode_batch(METRIC_EVENT, events))
+        self.sent += 1
