@@ -30,9 +30,9 @@ class ClickHouseSinkConfig(StrictModel):
     )
     batch_max_rows: int = Field(100_000, ge=1, description="Rows that close a batch (all partitions together).")
     batch_max_age_s: float = Field(1.0, gt=0, description="Age of the oldest buffered row that closes a batch.")
-    buffer_max_rows: int = Field(
-        400_000, ge=1,
-        description="Rows buffered at most (batch in flight plus the next); beyond it the consumer is paused.",
+    batch_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024,
+        description="Message bytes that close a batch; at most two batches (in flight, forming) are held.",
     )
     poll_timeout_ms: int = Field(200, ge=1, description="Longest wait of one consumer poll.")
     retry_backoff_initial_s: float = Field(0.5, gt=0, description="First wait after a failed insert.")
@@ -54,6 +54,4 @@ class ClickHouseSinkConfig(StrictModel):
     def _backoff_order(self) -> ClickHouseSinkConfig:
         if self.retry_backoff_max_s < self.retry_backoff_initial_s:
             raise ValueError("retry_backoff_max_s must be >= retry_backoff_initial_s")
-        if self.buffer_max_rows < self.batch_max_rows:
-            raise ValueError("buffer_max_rows must be >= batch_max_rows")
         return self
