@@ -23,6 +23,9 @@ class ArchivedDay:
     rows: int
     skipped: bool
 
+    def to_dict(self) -> dict[str, object]:
+        return {"day": self.day.isoformat(), "path": str(self.path), "rows": self.rows, "skipped": self.skipped}
+
 
 def days_to_archive(client: Client, database: str, older_than_days: int, table: str = "alerts") -> list[dt.date]:
     """Whole UTC days with rows older than ``older_than_days`` days."""

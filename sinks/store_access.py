@@ -169,6 +169,8 @@ class Store(Protocol):
 
     def cleanup(self, days: int, dry_run: bool = False) -> dict[str, Any]: ...
 
+    def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]: ...
+
     def close(self) -> None: ...
 
 
@@ -202,6 +204,11 @@ class DirectStore:
 
         return cleanup(self.client, self.database, days, dry_run=dry_run,
                        cluster=self.cfg.sink_clickhouse.cluster).to_dict()
+
+    def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]:
+        from sinks.archive import archive_days
+
+        return [a.to_dict() for a in archive_days(self.client, self.database, older_than_days, Path(to_dir))]
 
     def close(self) -> None:
         """The client is shared per process (tocsin.clickhouse); nothing to close here."""
@@ -259,6 +266,11 @@ class HttpStore:
 
     def cleanup(self, days: int, dry_run: bool = False) -> dict[str, Any]:
         return self._call("POST", "/api/store/cleanup", json={"days": days, "dry_run": dry_run})
+
+    def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]:
+        # The owner writes the files: with chdb it runs on this host, so an absolute path means the same.
+        body = {"older_than_days": older_than_days, "to_dir": str(Path(to_dir).resolve())}
+        return self._call("POST", "/api/store/archive", json=body)
 
     def close(self) -> None:
         self._session.close()

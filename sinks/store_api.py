@@ -6,6 +6,7 @@ The contract (also in ``sinks/store_access.py``, the client side)::
                              -> {"columns": [..], "types": [..], "rows": [[..]], "truncated": bool}
     GET  /api/store/report?hours=H[&service=S][&end=ISO8601] -> the report document
     POST /api/store/cleanup  {"days": N, "dry_run": bool}   -> the cleanup result
+    POST /api/store/archive  {"older_than_days": N, "to_dir": "/abs"} -> [{day, path, rows, skipped}]
 
 Queries run with ClickHouse ``readonly=2`` (no writes, no DDL); ``readonly:
 false`` is refused with 403. Errors: 400 for bad SQL or arguments, 503 when
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -33,6 +35,11 @@ class QueryBody(BaseModel):
     sql: str = Field(min_length=1, max_length=100_000, description="One ClickHouse statement.")
     parameters: dict[str, Any] | None = Field(None, description="Values for {name:Type} placeholders.")
     readonly: bool = Field(True, description="Must be true: the API never writes through a query.")
+
+
+class ArchiveBody(BaseModel):
+    older_than_days: int = Field(ge=0, le=100_000, description="Archive whole days older than this.")
+    to_dir: str = Field(min_length=1, description="Absolute directory on the owner's host for the Parquet files.")
 
 
 class CleanupBody(BaseModel):
@@ -100,6 +107,18 @@ def store_router(client_provider: Callable[[], Any], cfg: TocsinConfig,
             return run_cleanup(c, database, body.days, dry_run=body.dry_run,
                                cluster=cfg.sink_clickhouse.cluster).to_dict()
         except StoreError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @router.post("/archive")
+    def archive(body: ArchiveBody) -> list[dict[str, Any]]:
+        from sinks.archive import archive_days
+
+        if not body.to_dir.startswith("/"):
+            raise HTTPException(400, "to_dir must be an absolute path on the owner's host")
+        c = client()
+        try:
+            return [a.to_dict() for a in archive_days(c, database, body.older_than_days, Path(body.to_dir))]
+        except (StoreError, OSError) as exc:
             raise HTTPException(400, str(exc)) from exc
 
     return router

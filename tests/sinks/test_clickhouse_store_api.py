@@ -140,3 +140,18 @@ def test_cli_in_another_process_goes_through_the_owner_api(store, clickhouse_url
         assert out.returncode == 3 and "401" in out.stderr and "TOCSIN_API_TOKEN" in out.stderr
         out = _cli(config_path, "db", "migrate")
         assert out.returncode == 3 and "held by pid" in out.stderr
+
+
+def test_archive_cli_through_the_owner_writes_parquet_once(store, tmp_path):
+    cfg, client, _, config_path = store
+    db = cfg.clickhouse.database
+    old = now_us() - 20 * 86_400_000_000  # inside the 30-day TTL: older rows are already gone
+    client.insert(f"`{db}`.alerts", [[f"a{i}", old + i, f"alert-{i}", "fp", "error_rate", "firing"] for i in range(3)],
+                  column_names=["event_id", "ts", "alert_id", "fingerprint", "rule", "state"])
+    out = _cli(config_path, "archive", "--older-than", "15", "--to", str(tmp_path / "archive"))
+    assert out.returncode == 0, out.stderr
+    assert "1 file(s) written, 0 existed" in out.stdout
+    (path,) = (tmp_path / "archive").glob("alerts-*.parquet")
+    assert path.read_bytes()[:4] == b"PAR1"
+    again = _cli(config_path, "archive", "--older-than", "15", "--to", str(tmp_path / "archive"))
+    assert "0 file(s) written, 1 existed" in again.stdout

@@ -6,11 +6,13 @@ directly, or through the HTTP API of the process holding the embedded engine.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import io
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tocsin.cli.app import config_of
-from tocsin.errors import StoreError
+from tocsin.errors import SinkError, StoreError
 
 db_app = typer.Typer(help="The ClickHouse schema of Tocsin's history.", no_args_is_help=True)
 console = Console()
@@ -120,6 +122,7 @@ def report(
     service: str | None = typer.Option(None, "--service", help="Only this service."),
     fmt: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f", help="text, md, html or json."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    email: bool = typer.Option(False, "--email", help="Also mail it to MONITORING_SUMMARY_RECIPIENTS."),
 ) -> None:
     """Performance report: requests, errors, latency, top errors, alerts and MTTR, health failures, vs before.
 
@@ -128,11 +131,20 @@ def report(
     from sinks.reports import render_report
     from sinks.store_access import open_store
 
-    store = open_store(config_of(ctx))
+    cfg = config_of(ctx)
+    store = open_store(cfg)
     try:
-        doc = store.report(hours, service)
+        with _working(f"building the {hours:g} h report ({store.route} store)"):
+            doc = store.report(hours, service)
     finally:
         store.close()
+    if email:
+        from sinks.summary import send_summary
+
+        result = send_summary(cfg, doc)
+        if result.outcome != "sent":
+            raise SinkError(f"summary email not delivered: {result.error}")
+        typer.echo(f"mailed the report to {', '.join(cfg.monitoring_summary_recipients)}", err=True)
     text = render_report(doc, fmt.value)
     if out is None:
         typer.echo(text, nl=False)
@@ -155,7 +167,8 @@ def cleanup(
 
     store = open_store(config_of(ctx))
     try:
-        res = store.cleanup(days, dry_run)
+        with _working(f"cleaning up history older than {days} days ({store.route} store)"):
+            res = store.cleanup(days, dry_run)
     finally:
         store.close()
     table = Table("table", "action", "day", "rows", "bytes")
@@ -168,9 +181,42 @@ def cleanup(
                f"({len(res['actions'])} action(s), {res['bytes_removed']:,} bytes in dropped partitions)")
 
 
+def archive(
+    ctx: typer.Context,
+    older_than: int = typer.Option(..., "--older-than", min=0, help="Archive whole UTC days older than this."),
+    to: Path = typer.Option(..., "--to", help="Directory for the Parquet files (one per day)."),
+) -> None:
+    """Archive alert history to Parquet files, one per UTC day; days already archived are skipped.
+
+    Example: tocsin archive --older-than 23 --to /srv/tocsin/archive
+    """
+    from sinks.store_access import open_store
+
+    store = open_store(config_of(ctx))
+    try:
+        with _working(f"archiving alert history older than {older_than} days ({store.route} store)"):
+            days = store.archive(older_than, str(to))
+    finally:
+        store.close()
+    for d in days:
+        typer.echo(f"{d['day']}\t{d['rows']:>8} rows\t{'exists' if d['skipped'] else 'written'}\t{d['path']}")
+    typer.echo(f"{sum(not d['skipped'] for d in days)} file(s) written, {sum(d['skipped'] for d in days)} existed")
+
+
+@contextlib.contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A spinner with elapsed time on a terminal (long work shows progress); silent when piped."""
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(f"{what}..."):
+        yield
+
+
 def register(app: typer.Typer) -> None:
     """Adds this area's commands to the root app."""
     app.add_typer(db_app, name="db")
     app.command("query")(query)
     app.command("report")(report)
     app.command("cleanup")(cleanup)
+    app.command("archive")(archive)
