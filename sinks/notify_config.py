@@ -21,6 +21,7 @@ opened or resolved on the network.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -66,6 +67,20 @@ class MatcherSpec(StrictModel):
 
     def __str__(self) -> str:
         return f'{self.label}{self.op}"{self.value}"'
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """A missing label matches as the empty string (Alertmanager semantics); regexes match in full."""
+        v = labels.get(self.label, "")
+        if self.op == "=":
+            return v == self.value
+        if self.op == "!=":
+            return v != self.value
+        hit = re.fullmatch(self.value, v) is not None  # re caches the compiled pattern
+        return hit if self.op == "=~" else not hit
+
+
+def matches_all(matchers: Iterable[MatcherSpec], labels: dict[str, str]) -> bool:
+    return all(m.matches(labels) for m in matchers)
 
 
 def _matchers(value: Any) -> Any:
@@ -222,6 +237,13 @@ class NotifyConfig(StrictModel):
     """Notification routing and receivers (the ``sink-notify`` service)."""
 
     group_id: str = Field("tocsin-sink-notify", description="Kafka consumer group over the alerts topic.")
+    group_instance_id: str | None = Field(
+        None, description="Static group membership: a restarted sink with the same id resumes without a rebalance."
+    )
+    session_timeout_ms: int = Field(
+        10_000, ge=6_000, le=300_000,
+        description="Consumer session timeout: how soon a crashed instance's partitions move (broker min 6000).",
+    )
     receivers: list[ReceiverConfig] = Field(default_factory=list, description="Named receivers routes send to.")
     route: RouteConfig = Field(default_factory=RouteConfig, description="The root of the route tree.")
     group_by: list[str] = Field(["service"], description="Root default of route.group_by.")
@@ -238,6 +260,9 @@ class NotifyConfig(StrictModel):
         20_000, ge=100, description="Unsettled transitions in memory before the consumer pauses (backpressure)."
     )
     tick_s: float = Field(0.1, gt=0, le=5, description="How often group timers are checked.")
+    commit_interval_s: float = Field(
+        0.2, gt=0, le=3600, description="Settled offsets are committed at most this often (and on close/rebalance)."
+    )
     log_table: str = Field("notifications", description="ClickHouse table of the notification log.")
 
     @model_validator(mode="after")
@@ -270,12 +295,18 @@ class NotifyConfig(StrictModel):
 
 
 class SummaryConfig(StrictModel):
-    """The daily summary email to MONITORING_SUMMARY_RECIPIENTS (the seed's Celery task)."""
+    """The daily summary email to MONITORING_SUMMARY_RECIPIENTS (the seed's Celery task).
 
-    enabled: bool = Field(True, description="Send the summary at send_at each day (needs recipients).")
-    send_at: str = Field("07:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of day, HH:MM.")
-    timezone: str = Field("UTC", description="IANA zone of send_at, e.g. Europe/Berlin.")
-    hours: int = Field(24, ge=1, le=24 * 31, description="Period covered; compared with the period before it.")
+    The time of day is ``jobs.daily_summary.at`` (UTC); the ``sink-notify``
+    service runs it, and the notification log makes it once per day.
+    """
+
+    enabled: bool = Field(True, description="Send the daily summary (needs monitoring_summary_recipients).")
+    hours: float = Field(24.0, gt=0, le=24 * 31, description="Period covered; compared with the period before it.")
     smtp: SmtpConfig = Field(default_factory=SmtpConfig, description="Server the summary is sent through.")
+    use_receiver: str | None = Field(None, description="Take the SMTP settings of this email receiver instead.")
     subject_prefix: str = Field("[tocsin]", description="Start of the subject line.")
+    title: str = Field("Tocsin daily summary", description="Heading of the summary.")
     output_dir: Path | None = Field(None, description="Also write each summary's HTML and text here.")
+    max_attempts: int = Field(6, ge=1, description="SMTP attempts before the day's summary finally fails.")
+    backoff_initial_s: float = Field(5.0, gt=0, description="First retry delay; doubles, with jitter.")
