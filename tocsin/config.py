@@ -29,14 +29,14 @@ from tocsin.scheduler import JobsConfig
 class TopicsConfig(StrictModel):
     """Topic names and how ``tocsin topics create`` makes them."""
 
-    logs: str = "tocsin.logs"
-    metrics: str = "tocsin.metrics"
-    health: str = "tocsin.health"
-    alerts: str = "tocsin.alerts"
-    control: str = "tocsin.control"
-    deadletter: str = "tocsin.deadletter"
+    logs: str = Field("tocsin.logs", description="LogEvent/LogBatch topic, keyed by service.")
+    metrics: str = Field("tocsin.metrics", description="MetricEvent/MetricBatch topic, keyed by service.")
+    health: str = Field("tocsin.health", description="HealthEvent topic, keyed by service.")
+    alerts: str = Field("tocsin.alerts", description="AlertEvent changelog, keyed by fingerprint, compacted.")
+    control: str = Field("tocsin.control", description="ControlEvent topic: manual resolve, silences.")
+    deadletter: str = Field("tocsin.deadletter", description="Bad input with the reason in its headers.")
     partitions: int = Field(6, ge=1, description="Partitions of every topic; more means more processor instances.")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="Replicas of every topic; 3 on a production cluster.")
     retention_hours: int = Field(72, ge=1, description="Retention of the input topics (alerts is compacted).")
 
 
@@ -46,15 +46,17 @@ class KafkaConfig(StrictModel):
     bootstrap_servers: str = Field(
         "", description="host:port[,host:port]; empty means the local broker started by `tocsin kafka up`."
     )
-    client_id: str = "tocsin"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
-    sasl_plain_username: str | None = None
-    sasl_plain_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    request_timeout_ms: int = Field(30_000, ge=1000)
+    client_id: str = Field("tocsin", description="Client id the broker sees (quotas, logs).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*.")
+    sasl_plain_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM).")
+    sasl_plain_password: SecretStr | None = Field(None, description="SASL password; never printed.")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
+    request_timeout_ms: int = Field(30_000, ge=1000, description="Kafka request timeout.")
     topics: TopicsConfig = TopicsConfig()
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -83,11 +85,11 @@ class ClickHouseConfig(StrictModel):
     """Which ClickHouse: ``chdb://PATH`` (embedded engine) or ``http(s)://user:pass@host:port/db``."""
 
     url: str = Field("", description="Empty means chdb://$TOCSIN_HOME/clickhouse.")
-    database: str = "tocsin"
-    username: str | None = None
-    password: SecretStr | None = None
+    database: str = Field("tocsin", description="Database holding every Tocsin table.")
+    username: str | None = Field(None, description="ClickHouse user (overrides the URL's).")
+    password: SecretStr | None = Field(None, description="ClickHouse password (overrides the URL's); never printed.")
     retention_days: int = Field(30, ge=1, description="TTL of every table; the seed kept 30 days.")
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, description="Connect timeout of a ClickHouse server.")
 
     @field_validator("url")
     @classmethod
@@ -131,8 +133,9 @@ class TocsinConfig(StrictModel):
     clickhouse: ClickHouseConfig = ClickHouseConfig()
     api: ApiConfig = ApiConfig()
     log_dir: Path = Field(Path("logs"), description="The seed's LOG_DIR: where app logs are written and shipped from.")
-    alert_email_recipients: list[str] = Field(default_factory=list)
-    monitoring_summary_recipients: list[str] = Field(default_factory=list)
+    alert_email_recipients: list[str] = Field(default_factory=list, description="Who gets alert emails (the seed's).")
+    monitoring_summary_recipients: list[str] = Field(
+        default_factory=list, description="Who gets the daily summary (the seed's).")
     agents: AgentsConfig = AgentsConfig()
     processor: ProcessorConfig = ProcessorConfig()
     sink_clickhouse: ClickHouseSinkConfig = ClickHouseSinkConfig()

@@ -28,7 +28,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 class JobConfig(StrictModel):
     """When one job runs: every ``interval_s``, or daily/weekly at ``at`` (UTC)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run this job at all.")
     interval_s: float | None = Field(None, gt=0, description="Run every N seconds (exclusive with `at`).")
     at: str | None = Field(None, description="Time of day, UTC, HH:MM.")
     weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] | None = Field(
