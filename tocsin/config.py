@@ -11,6 +11,7 @@ plus ``KAFKA_BOOTSTRAP_SERVERS``, ``CLICKHOUSE_URL``, ``TOCSIN_API_TOKEN``,
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,14 @@ class TopicsConfig(StrictModel):
     partitions: int = Field(6, ge=1, description="Partitions of every topic; more means more processor instances.")
     replication_factor: int = Field(1, ge=1, description="Replicas of every topic; 3 on a production cluster.")
     retention_hours: int = Field(72, ge=1, description="Retention of the input topics (alerts is compacted).")
+
+    @field_validator("logs", "metrics", "health", "alerts", "control", "deadletter")
+    @classmethod
+    def _legal_topic(cls, v: str) -> str:
+        # Kafka's own rule (org.apache.kafka.common.internals.Topic): 1-249 of [a-zA-Z0-9._-], not "." or "..".
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) or v in (".", ".."):
+            raise ValueError("must be 1-249 characters of letters, digits, '.', '_' or '-'")
+        return v
 
 
 class KafkaConfig(StrictModel):
