@@ -61,12 +61,17 @@ class JobConfig(StrictModel):
 
 
 class JobsConfig(StrictModel):
-    """The seed's scheduled tasks, each with its own switch and schedule."""
+    """The seed's scheduled tasks, each with its own switch and schedule.
 
-    health_probes: JobConfig = JobConfig(interval_s=900)  # the seed: every 15 minutes
-    cleanup: JobConfig = JobConfig(at="03:00")  # the seed: daily cleanup, keeps clickhouse.retention_days
-    daily_summary: JobConfig = JobConfig(at="07:00")  # the seed: daily summary email
-    archive: JobConfig = JobConfig(at="04:00", weekday="sun")  # the seed: weekly archival
+    Health probes are the agent's (``agents.health.interval_s``, the seed's 15
+    minutes); the daily summary runs in ``sink-notify``; cleanup and archival run
+    beside the ClickHouse sink, which owns the store.
+    """
+
+    cleanup: JobConfig = Field(JobConfig(at="03:00"), description="Daily: drop history older than retention_days.")
+    daily_summary: JobConfig = Field(JobConfig(at="07:00"), description="Daily summary email (sink-notify).")
+    archive: JobConfig = Field(JobConfig(at="04:00", weekday="sun"),
+                               description="Weekly: alert history to Parquet before the TTL drops it.")
     archive_dir: str = Field("archive", description="Where the weekly archive writes Parquet files.")
 
 
