@@ -41,6 +41,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
@@ -53,6 +54,7 @@ from tocsin.clickhouse import connect
 from tocsin.component import Component
 from tocsin.config import TocsinConfig
 from tocsin.errors import DecodeError, KafkaError, StoreError
+from tocsin.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -503,6 +505,26 @@ class _Listener(ConsumerRebalanceListener):
         self.sink.on_assigned(list(assigned))
 
 
+def maintenance_jobs(cfg: TocsinConfig) -> Scheduler:
+    """The store's scheduled upkeep, run beside the sink that owns it: daily cleanup, weekly archive.
+
+    The archive takes whole days older than ``retention_days - 8``, so a weekly
+    run copies every day at least once before the TTL drops it.
+    """
+    from sinks.archive import archive_days
+    from sinks.cleanup import cleanup
+
+    db, days = cfg.clickhouse.database, cfg.clickhouse.retention_days
+    sched = Scheduler()
+    sched.add("cleanup", cfg.jobs.cleanup, lambda: cleanup(connect(cfg.clickhouse), db, days,
+                                                           cluster=cfg.sink_clickhouse.cluster))
+    sched.add("archive", cfg.jobs.archive, lambda: archive_days(connect(cfg.clickhouse), db, max(0, days - 8),
+                                                                Path(cfg.jobs.archive_dir)))
+    return sched
+
+
 def build(cfg: TocsinConfig) -> Component:
-    """``tocsin start sink-clickhouse``."""
-    return ClickHouseSink(cfg)
+    """``tocsin start sink-clickhouse``: the sink and the store's scheduled upkeep."""
+    from tocsin.services import ServiceGroup
+
+    return ServiceGroup({"sink-clickhouse": ClickHouseSink(cfg), "store-jobs": maintenance_jobs(cfg)})

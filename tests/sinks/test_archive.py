@@ -32,3 +32,24 @@ def test_archive_writes_one_parquet_per_old_day_and_is_idempotent(clickhouse_cli
     again = archive_days(clickhouse_client, db, 30, tmp_path / "archive")
     assert all(a.skipped for a in again) and len(again) == 2
     assert not list((tmp_path / "archive").glob("*.tmp"))
+
+
+def test_store_upkeep_jobs_run_beside_the_sink(clickhouse_client, tocsin_config, tmp_path: Path) -> None:
+    """The sink's scheduler runs cleanup and the weekly archive (days older than retention - 8)."""
+    from sinks.clickhouse import maintenance_jobs
+    from sinks.clickhouse_schema import migrate
+    from tocsin.events import now_us
+
+    cfg = tocsin_config.model_copy(update={"jobs": tocsin_config.jobs.model_copy(
+        update={"archive_dir": str(tmp_path / "weekly")})})
+    db = cfg.clickhouse.database
+    migrate(clickhouse_client, db)
+    ts = now_us() - 25 * 86_400_000_000
+    clickhouse_client.insert(f"`{db}`.alerts", [["e1", ts, "a1", "fp", "error_rate", "firing"]],
+                             column_names=["event_id", "ts", "alert_id", "fingerprint", "rule", "state"])
+    sched = maintenance_jobs(cfg)
+    for job in sched.jobs:
+        job.next_due = 0
+    assert sorted(sched.run_due()) == ["archive", "cleanup"]
+    assert all(job.failures == 0 for job in sched.jobs), [job.last_error for job in sched.jobs]
+    assert len(list((tmp_path / "weekly").glob("alerts-*.parquet"))) == 1
