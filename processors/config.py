@@ -1,9 +1,46 @@
-"""Configuration of the stream processor (filled in by the processor issue)."""
+"""Configuration of the stream processor: rules file, time model, recovery and consumer settings."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from tocsin.configbase import StrictModel
 
 
 class ProcessorConfig(StrictModel):
-    """Stream processor settings."""
+    """Stream processor settings (section ``processor``); every duration is event time unless it says wall."""
+
+    rules_file: Path | None = Field(
+        None, description="Rule YAML; None means the seed's thresholds in processors/rules/default.yaml.")
+    group_id: str = Field("tocsin-processor", description="Kafka consumer group shared by every processor.")
+    eval_interval_s: float = Field(
+        0.5, gt=0, le=300, description="Rules are evaluated at multiples of this (Prometheus' evaluation interval).")
+    grace_s: float = Field(
+        10.0, ge=0, le=3600, description="Allowed lateness: events older than partition clock minus this are late.")
+    max_future_s: float = Field(
+        5.0, gt=0, description="Timestamps further than this ahead of the wall clock are capped to it or "
+        "dead-lettered; keep it below grace_s so one fast clock cannot make other events late.")
+    future_policy: Literal["cap", "deadletter"] = Field(
+        "cap", description="What to do with a timestamp too far in the future: cap it to now, or dead-letter it.")
+    tick_interval_s: float = Field(
+        0.5, gt=0, le=60, description="Wall-clock tick that moves idle partitions' clocks and runs timers.")
+    heartbeat_interval_s: float = Field(
+        15.0, ge=0, description="How often the processor emits its own heartbeat MetricEvents; 0 turns them off.")
+    replay_margin_s: float = Field(
+        30.0, ge=0, description="Extra history replayed on assignment beyond the longest window plus timers.")
+    start_without_commit: Literal["replay", "earliest", "latest"] = Field(
+        "replay", description="Where a partition with no committed offset starts: now minus the replay span, "
+        "the beginning, or the end.")
+    control_lookback_s: float = Field(
+        3600.0, ge=0, description="How far back the control topic (manual resolves) is read at start.")
+    session_timeout_ms: int = Field(
+        10_000, ge=6000, description="Consumer group session timeout: how fast a killed processor is replaced.")
+    max_poll_records: int = Field(5000, ge=1, description="Records per poll (one evaluate/produce/commit cycle).")
+    max_catchup_steps: int = Field(
+        600, ge=2, description="Evaluation instants run across one clock jump before skipping to its end.")
+    idle_series_evict_s: float = Field(
+        3600.0, gt=0, description="An absence series silent this long with no open alert is forgotten.")
+    recent_transitions: int = Field(1000, ge=0, description="Transitions kept in memory for the HTTP API.")

@@ -1,0 +1,623 @@
+"""The processor's pure core: events in, alert transitions out, no Kafka (so it is unit-testable).
+
+Time model (event time everywhere, processing time only to move idle clocks):
+
+* Each input partition has a clock: the largest event timestamp seen on it.
+  Series are keyed by service and a service lives in one partition, so a
+  partition's clock orders everything its series see, whatever other
+  partitions do or however polls interleave: replaying a partition gives
+  the same evaluations.
+* Rules are evaluated at fixed instants of event time, the multiples of
+  ``eval_interval_s`` (Prometheus' evaluation interval). Instant ``g`` is
+  evaluated when the first event later than ``g`` arrives on the
+  partition, so the window at ``g`` holds every in-order event up to ``g``.
+  Only series that got a sample that could breach, whose alert's timer
+  (``for``, ``resolve_after``) is due, or whose window slid (a bucket
+  boundary) are evaluated; absence groups from their earliest possible
+  deadline on.
+* An event older than ``clock - grace`` is late: counted, not windowed.
+  Timestamps more than ``max_future_s`` ahead of the wall clock are capped
+  to it (or dead-lettered, by the caller, with ``future_policy``).
+* A partition with nothing to read (caught up, no event for ``grace``)
+  has its clock moved by the processing-time ``tick`` to ``wall - grace``:
+  that is how a silent service raises its absence alert and a cleared
+  condition resolves without new events. A partition that is replaying or
+  has a backlog is never moved by the wall clock.
+* Transition times are evaluation instants, alert ids the instant the
+  condition started: both event time, so a replay reproduces them and
+  their event ids exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
+from processors.rules import CRITICAL, ERROR_LEVELS, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
+from processors.windows import SlidingWindow
+from tocsin.events import iso, now_us
+
+MAX_ABS_VALUE = 1e15
+"""Larger magnitudes are a broken agent, not a measurement (1e15 ms is 31,000 years)."""
+MIN_TS_US = 946_684_800_000_000
+"""2000-01-01: anything earlier is a clock that was never set."""
+LATENCY_METRIC = "api_response_time"
+STATS_BUCKET_US = 60_000_000
+STATS_BUCKETS = 60
+"""Per-service summary for the HTTP API: one hour in one-minute buckets."""
+
+
+@dataclass
+class Counters:
+    """Monotonic counters the service exposes (HTTP /metrics, heartbeats)."""
+
+    consumed: int = 0
+    processed: int = 0
+    late: int = 0
+    future_capped: int = 0
+    deadlettered: int = 0
+    decode_errors: int = 0
+    invalid: int = 0
+    transitions: int = 0
+    duplicates_suppressed: int = 0
+    evaluations: int = 0
+    control_applied: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Series:
+    """One group of one rule in one partition: its window (or last-seen time) and its alert tracker."""
+
+    __slots__ = ("dirty", "evaluated_at", "key", "last_seen", "rule", "timer_at", "tracker", "window")
+
+    def __init__(self, rule: Rule, key: tuple[str, ...]) -> None:
+        self.rule = rule
+        self.key = key
+        self.window: SlidingWindow | None = None if rule.is_absence else rule.new_window()
+        self.tracker: AlertTracker | None = None
+        self.last_seen = -1
+        self.dirty = False
+        self.evaluated_at = -1
+        self.timer_at = -1
+        """The deadline this series is queued for in its partition's timers (-1: none)."""
+
+
+class PartitionState:
+    """Clock, series and evaluation bookkeeping of one input partition."""
+
+    def __init__(self, topic: str, partition: int, source: str, rules: RuleSet, eval_us: int) -> None:
+        self.topic, self.partition, self.source = topic, partition, source
+        self.rules = rules.by_source.get(source, [])
+        self.tables: dict[int, dict[tuple[str, ...], Series]] = {r.index: {} for r in self.rules}
+        self.clock = -1
+        self.next_eval = -1
+        self.eval_us = eval_us
+        self.dirty: list[Series] = []
+        """Series that got a possibly breaching sample since the last instant (the same list, always)."""
+        self.feeds: list[Callable[[dict[str, Any], int], None]] = []
+        self.feeds_by_metric: dict[str, list[Callable[[dict[str, Any], int], None]]] = {}
+        self.feeds_any_metric: list[Callable[[dict[str, Any], int], None]] = []
+        self.active: set[Series] = set()
+        """Series evaluated at every instant: absence groups with an open alert (their data may return)."""
+        self.timers: list[tuple[int, int, Series]] = []
+        """Heap of (deadline, seq, series): trackers whose ``for`` or ``resolve_after`` runs."""
+        self.last_bucket: dict[int, int] = {}
+        self.absence_next: dict[int, float] = {}
+        """Per absence rule: the earliest instant any of its groups can go silent."""
+        self.seen: dict[int, dict[tuple[str, ...], int]] = {r.index: {} for r in self.rules if r.is_absence}
+        """Per absence rule: group -> last event time. A plain map on the hot path; a Series (and a
+        tracker) exists only for groups that went silent or have an alert."""
+        self.complete_from: float = -math.inf
+        """Event time from which windows are whole; set to the first replayed event after a mid-log seek."""
+        self.awaiting_first_event = False
+        self.replay_until = -1
+        """Offset the previous owner had committed: before it, transitions are recomputed, not new."""
+        self.last_event_wall = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.topic, self.partition
+
+    def series_count(self) -> int:
+        return sum(len(t) for t in self.tables.values()) + sum(len(m) for m in self.seen.values())
+
+
+class ServiceStats:
+    """Last-hour error count and latency sketch of one service (cheap answers for the HTTP API)."""
+
+    __slots__ = ("errors", "latency")
+
+    def __init__(self) -> None:
+        self.errors = SlidingWindow(STATS_BUCKET_US, STATS_BUCKETS, extrema=False)
+        self.latency = SlidingWindow(STATS_BUCKET_US, STATS_BUCKETS, quantiles=True, extrema=False)
+
+
+class Engine:
+    """Windows, rules and alert trackers of the partitions this process owns.
+
+    >>> from processors.rules import parse_rules
+    >>> rules = parse_rules([{"name": "cpu", "source": "metrics", "filter": {"name": "cpu_usage"},
+    ...     "aggregate": "latest", "window": "1m", "warning": 80}])
+    >>> eng = Engine(rules, eval_interval_us=1_000_000, grace_us=5_000_000)
+    >>> ps = eng.add_partition("metrics", 0, "metrics")
+    >>> for s in range(3):
+    ...     eng.ingest(ps, "metrics", {"ts": s * 1_000_000 + 1, "service": "shop", "host": "h", "name": "cpu_usage",
+    ...                                "value": 90.0, "unit": "percent", "labels": {}})
+    >>> [(t.state, t.severity) for t in eng.take_transitions()]
+    [('firing', 'warning')]
+    """
+
+    def __init__(self, rules: RuleSet, *, eval_interval_us: int = 1_000_000, grace_us: int = 10_000_000,
+                 max_future_us: int = 5_000_000, max_catchup_steps: int = 600,
+                 idle_evict_us: int = 3600_000_000, wall: Callable[[], int] = now_us) -> None:
+        self.rules = rules
+        self.eval_us = eval_interval_us
+        self.grace_us = grace_us
+        self.max_future_us = max_future_us
+        self.max_steps = max(2, max_catchup_steps)
+        self.idle_evict_us = idle_evict_us
+        self.wall = wall
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self._seq = itertools.count()
+        self.by_fingerprint: dict[str, tuple[PartitionState, Series]] = {}
+        self.outbox: list[Transition] = []
+        self.counters = Counters()
+        self.service_stats: dict[str, ServiceStats] = {}
+        self.latest_health: dict[tuple[str, str], dict[str, Any]] = {}
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def add_partition(self, topic: str, partition: int, source: str) -> PartitionState:
+        ps = PartitionState(topic, partition, source, self.rules, self.eval_us)
+        feeds = {r.index: self._feed(ps, r) for r in ps.rules}
+        ps.feeds = [feeds[r.index] for r in ps.rules]
+        if source == "metrics":
+            ps.feeds_any_metric = [feeds[r.index] for r in self.rules.any_metric]
+            ps.feeds_by_metric = {name: [feeds[r.index] for r in rules]
+                                  for name, rules in self.rules.by_metric.items()}
+        self.partitions[ps.key] = ps
+        return ps
+
+    def drop_partition(self, key: tuple[str, int]) -> None:
+        """Forgets a revoked partition: its series, trackers and fingerprints."""
+        ps = self.partitions.pop(key, None)
+        if ps is None:
+            return
+        for table in ps.tables.values():
+            for s in table.values():
+                if s.tracker is not None:
+                    self.by_fingerprint.pop(s.tracker.fingerprint, None)
+
+    # -- validation --------------------------------------------------------------------------
+
+    def check(self, source: str, rec: dict[str, Any], future_policy: str = "cap", wall_us: int | None = None
+              ) -> str | None:
+        """Why a decoded event is unusable (for the dead-letter header), or None. Caps future timestamps.
+
+        Field types are the schema's (the codec guarantees them); ``wall_us`` lets a caller read the
+        clock once per batch instead of once per event.
+        """
+        ts = rec["ts"]
+        if ts < MIN_TS_US:
+            return f"absurd timestamp {ts!r}: before 2000-01-01"
+        if not rec["service"]:
+            return "empty service"
+        if source == "metrics":
+            v = rec["value"]
+            if not -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE:  # also false for NaN
+                return f"absurd metric value {v!r} for {rec['name']!r}"
+            if not rec["name"]:
+                return "metric without a name"
+        elif source == "health":
+            v = rec["response_time_ms"]
+            if v is not None and not 0 <= v <= MAX_ABS_VALUE:
+                return f"absurd response_time_ms {v!r}"
+        wall = self.wall() if wall_us is None else wall_us
+        if ts > wall + self.max_future_us:
+            if future_policy == "deadletter":
+                return f"timestamp {iso(ts)} is more than {self.max_future_us / 1e6:g}s in the future"
+            rec["ts"] = wall  # capped to now: a clock far ahead must not drag the partition clock with it
+            self.counters.future_capped += 1
+        return None
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def ingest(self, ps: PartitionState, source: str, rec: dict[str, Any]) -> None:
+        """Adds one validated event to every matching rule's window (evaluating instants it passes)."""
+        ts = rec["ts"]
+        if ts > ps.clock:
+            if ts > ps.next_eval:
+                self._advance(ps, ts)
+            ps.clock = ts
+        elif ts < ps.clock - self.grace_us:
+            self.counters.late += 1
+            return
+        if ps.awaiting_first_event:
+            ps.awaiting_first_event = False
+            ps.complete_from = ts
+        self.counters.processed += 1
+        if source == "metrics":
+            name = rec["name"]
+            feeds = ps.feeds_by_metric.get(name, ps.feeds_any_metric)
+            if name == LATENCY_METRIC:
+                self._stats(rec["service"]).latency.add(ts, rec["value"])
+        else:
+            feeds = ps.feeds
+            if source == "logs":
+                if rec["level"] in ERROR_LEVELS:
+                    self._stats(rec["service"]).errors.add(ts, 1.0)
+            elif source == "health":
+                self.latest_health[(rec["service"], rec["check"])] = rec
+        for feed in feeds:
+            feed(rec, ts)
+
+    def _feed(self, ps: PartitionState, rule: Rule) -> Callable[[dict[str, Any], int], None]:
+        """The per-event work of one rule in one partition, as a closure over everything it touches.
+
+        Built once per (partition, rule), so the hot path reads fast locals instead of attributes.
+        """
+        post, key_of, index = rule.post_filter, rule.key_of, rule.index
+        counters = self.counters
+        if rule.is_absence:
+            seen = ps.seen[index]
+            absence_deadline = self._absence_deadline
+
+            def feed_absence(rec: dict[str, Any], ts: int) -> None:
+                if post is not None and not post(rec):
+                    return
+                key = key_of(rec)
+                last = seen.get(key)
+                if last is None:
+                    seen[key] = ts
+                    absence_deadline(ps, rule, ts)
+                elif ts > last:
+                    seen[key] = ts
+            return feed_absence
+
+        table = ps.tables[index]
+        dirty = ps.dirty
+        numerator = rule.is_numerator
+        safe_low, safe_high = rule.safe_low, rule.safe_high
+        value_of = None if rule.source == "metrics" else rule.value_of
+
+        def feed_window(rec: dict[str, Any], ts: int) -> None:
+            if post is not None and not post(rec):
+                return
+            key = key_of(rec)
+            s = table.get(key)
+            if s is None:
+                s = table[key] = Series(rule, key)
+            value = rec["value"] if value_of is None else value_of(rec)
+            if value is None:
+                return
+            unsafe = not safe_low <= value <= safe_high
+            if not s.window.add(ts, value, numerator(rec) if numerator is not None else False, unsafe):
+                counters.late += 1
+                return
+            if not s.dirty and (unsafe or s.tracker is not None):
+                s.dirty = True  # (a clear sample in a clear window needs no evaluation: see Rule._safe_range)
+                dirty.append(s)
+        return feed_window
+
+    @staticmethod
+    def _absence_deadline(ps: PartitionState, rule: Rule, ts: int) -> None:
+        """Absence series are scanned only from their earliest possible deadline on (see ``_evaluate``)."""
+        deadline = ts + rule.absent_us
+        if deadline < ps.absence_next.get(rule.index, math.inf):
+            ps.absence_next[rule.index] = deadline
+
+    def _stats(self, service: str) -> ServiceStats:
+        st = self.service_stats.get(service)
+        if st is None:
+            st = self.service_stats[service] = ServiceStats()
+        return st
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def _advance(self, ps: PartitionState, ts: int) -> None:
+        """Evaluates every instant of ``ps`` before ``ts`` not yet evaluated."""
+        step = self.eval_us
+        last = ((ts - 1) // step) * step
+        if ps.next_eval < 0:
+            ps.next_eval = last + step  # first event: nothing before it to evaluate
+            return
+        g = ps.next_eval
+        if g > last:
+            return
+        n = (last - g) // step + 1
+        if n > self.max_steps:
+            # A long gap (idle for hours): evaluate its start and its end, not every instant between.
+            self._evaluate(ps, g)
+            g = last - (self.max_steps - 2) * step
+        while g <= last:
+            self._evaluate(ps, g)
+            g += step
+        ps.next_eval = last + step
+
+    def advance_idle(self, ps: PartitionState, wall_us: int) -> None:
+        """Processing-time tick for a caught-up, quiet partition: its clock follows ``wall - grace``."""
+        t = wall_us - self.grace_us
+        if ps.clock < 0:
+            if not ps.active:
+                return
+            ps.clock = t  # restored alerts on a partition that has been silent since: start its clock
+        if t > ps.clock:
+            if t > ps.next_eval:
+                self._advance(ps, t)
+            ps.clock = t
+
+    def _evaluate(self, ps: PartitionState, g: int) -> None:
+        todo: list[Series] = []
+        scanned: list[Rule] = []
+        for rule in ps.rules:
+            table = ps.tables[rule.index]
+            if rule.is_absence:
+                # Only from the earliest deadline on: silence can start no sooner than last_seen + absent_for.
+                if g >= ps.absence_next.get(rule.index, math.inf):
+                    todo.extend(self._silent(ps, rule, g))
+                    scanned.append(rule)
+                continue
+            b = g // rule.bucket_us
+            if ps.last_bucket.get(rule.index) != b:
+                ps.last_bucket[rule.index] = b
+                todo.extend(self._sweep(ps, rule, g))
+        todo.extend(ps.dirty)
+        todo.extend(ps.active)
+        timers = ps.timers
+        while timers and timers[0][0] <= g:  # timers due at this instant
+            s = heapq.heappop(timers)[2]
+            if s.timer_at <= g:
+                s.timer_at = -1
+                todo.append(s)
+        ps.dirty.clear()  # cleared in place: the rules' feeds hold this list
+        for s in todo:
+            if s.evaluated_at == g:
+                continue
+            s.evaluated_at = g
+            s.dirty = False
+            self._evaluate_series(ps, s, g)
+        for rule in scanned:
+            table = ps.tables[rule.index]
+            for k in [k for k, s in table.items() if s.tracker is None]:
+                del table[k]  # a Series only while it has an alert
+            held = {k for k, s in table.items() if s.tracker.open or s.tracker.latched_at is not None}  # type: ignore
+            horizon = g - self.idle_evict_us
+            seen = ps.seen[rule.index]
+            for k in [k for k, last in seen.items() if last < horizon and k not in table]:
+                del seen[k]  # silent for long with no alert: forgotten (memory follows live groups)
+            waiting = [last for k, last in seen.items() if k not in held]
+            ps.absence_next[rule.index] = min(waiting, default=math.inf) + rule.absent_us
+
+    def _silent(self, ps: PartitionState, rule: Rule, g: int) -> list[Series]:
+        """The groups of an absence rule silent at ``g``, plus those with an alert, as Series."""
+        table = ps.tables[rule.index]
+        limit = g - rule.absent_us
+        for key, last in ps.seen[rule.index].items():
+            if last <= limit and key not in table:
+                s = table[key] = Series(rule, key)
+                s.last_seen = last
+        return list(table.values())
+
+    def _evaluate_series(self, ps: PartitionState, s: Series, g: int) -> None:
+        rule = s.rule
+        self.counters.evaluations += 1
+        if s.window is None:
+            s.last_seen = ps.seen[rule.index].get(s.key, s.last_seen)
+            silent = 0 <= s.last_seen <= g - rule.absent_us
+            level = (CRITICAL if rule.spec.severity == "critical" else WARNING) if silent else NONE
+        else:
+            if g < ps.complete_from + rule.window_us:
+                return  # half-rebuilt window after a seek: no verdict yet
+            level = rule.level(s.window, g)
+        tr = s.tracker
+        if tr is None:
+            if level == NONE:
+                return
+            tr = s.tracker = AlertTracker(rule.fingerprint(s.key))
+            self.by_fingerprint[tr.fingerprint] = (ps, s)
+        before = tr.step(g, level, rule.for_us, rule.resolve_us, rule.cooldown_us)
+        if before is not None:
+            tr.value = self._value(s, g)
+            tr.threshold = self._threshold(rule, tr.severity if tr.severity != NONE else before[1])
+            self._emit(s, tr, before)
+        if s.window is None and (tr.open or tr.latched_at is not None):
+            ps.active.add(s)  # an absent group may report again: evaluate at every instant
+        else:
+            ps.active.discard(s)
+        due = tr.deadline(rule.for_us, rule.resolve_us)
+        if due is not None and due != s.timer_at:
+            s.timer_at = due
+            heapq.heappush(ps.timers, (due, next(self._seq), s))
+        if not tr.open and tr.level == NONE and tr.latched_at is None and g > tr.restored_ts and (
+                tr.state != RESOLVED or tr.ended_at is None or g - tr.ended_at >= rule.cooldown_us):
+            # Nothing left to remember: past the cooldown, no timer running, and (for a restored
+            # tracker) past its last transition, which a replay must not compute a second time.
+            self.by_fingerprint.pop(tr.fingerprint, None)
+            s.tracker = None
+
+    def _value(self, s: Series, g: int) -> float | None:
+        if s.window is None:
+            return (g - s.last_seen) / 1e6 if s.last_seen >= 0 else None
+        return s.rule.measure(s.window, g)
+
+    @staticmethod
+    def _threshold(rule: Rule, level: int) -> float | None:
+        if rule.is_absence:
+            return rule.absent_us / 1e6
+        return rule.threshold_for(level) if level != NONE else rule.threshold_for(1) or rule.threshold_for(2)
+
+    def _sweep(self, ps: PartitionState, rule: Rule, g: int) -> list[Series]:
+        """At a bucket boundary: the series whose slid window needs a verdict; forgets idle ones.
+
+        A series with no alert whose window holds no sample flagged unsafe (see ``Rule._safe_range``)
+        is clear whatever slid out, so it is skipped; one with an empty window and no alert is
+        forgotten (memory follows live series).
+        """
+        table = ps.tables[rule.index]
+        todo: list[Series] = []
+        stale = []
+        skip_clear = rule.has_safe_range
+        lo = g // rule.bucket_us - rule.spec.slices  # buckets at or below this left the window
+        for k, s in table.items():
+            if s.tracker is None and not s.dirty:
+                w = s.window
+                if w.newest <= lo:  # type: ignore[union-attr]
+                    stale.append(k)
+                    continue
+                if skip_clear and w.unsafe_last <= lo:  # type: ignore[union-attr]
+                    continue
+            todo.append(s)
+        for k in stale:
+            del table[k]
+        return todo
+
+    def _labels(self, s: Series) -> dict[str, str]:
+        rule = s.rule
+        return {**rule.spec.labels, "alertname": rule.name, **rule.group_labels(s.key)}
+
+    def _emit(self, s: Series, tr: AlertTracker, before: tuple) -> None:
+        rule = s.rule
+        t = tr.transition(before, rule.name, self._labels(s))
+        t.annotations = rule.render({
+            "labels": t.labels, "value": t.value, "threshold": t.threshold, "severity": t.severity,
+            "state": t.state, "rule": rule.name, "alert_id": t.alert_id, "started_at": iso(t.started_at),
+        })
+        tr.record = t.as_record()
+        self.outbox.append(t)
+        self.counters.transitions += 1
+
+    def take_transitions(self) -> list[Transition]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    # -- recovery and control ------------------------------------------------------------------
+
+    def restore(self, records: Iterable[Mapping[str, Any]],
+                owner: Callable[[Rule, str], PartitionState | None]) -> int:
+        """Adopts the latest AlertEvent per fingerprint for the series this process owns; returns how many.
+
+        ``owner(rule, service)`` names the partition that carries the service's
+        events for the rule's source, or None when another process owns it.
+        """
+        n = 0
+        for rec in records:
+            rule = self.rules.by_name.get(rec["rule"])
+            if rule is None:
+                continue
+            labels = rec.get("labels") or {}
+            key = tuple(labels.get(g, "") for g in rule.spec.group_by)
+            if rule.fingerprint(key) != rec["fingerprint"]:
+                continue  # the rule's grouping changed since: that alert is not ours to continue
+            ps = owner(rule, labels.get("service", ""))
+            if ps is None:
+                continue
+            table = ps.tables[rule.index]
+            s = table.get(key)
+            if s is None:
+                s = table[key] = Series(rule, key)
+            tr = AlertTracker(rec["fingerprint"])
+            tr.restore(dict(rec))
+            if s.window is None:
+                if tr.open and s.last_seen < 0:
+                    s.last_seen = tr.started_at - rule.absent_us  # silent since before it fired
+                ps.seen[rule.index].setdefault(key, s.last_seen)
+                self._absence_deadline(ps, rule, s.last_seen)
+            s.tracker = tr
+            self.by_fingerprint[tr.fingerprint] = (ps, s)
+            if tr.open:
+                ps.active.add(s)  # until its first evaluation tells whether a timer runs
+            n += 1
+        return n
+
+    def resolve(self, alert_id: str, ts: int, actor: str) -> Transition | None:
+        """Manual resolve of an open incident this process owns; None if unknown, not ours or not open."""
+        found = self.by_fingerprint.get(fingerprint_of(alert_id))
+        if found is None:
+            return None
+        ps, s = found
+        tr = s.tracker
+        if tr is None or tr.alert_id != alert_id or not tr.open:
+            return None
+        before = tr.resolve_manually(ts, actor)
+        if before is None:
+            return None
+        ps.active.discard(s)
+        self._emit(s, tr, before)
+        self.counters.control_applied += 1
+        return self.outbox[-1]
+
+    # -- read-only views (for the service's accessors) -----------------------------------------
+
+    def open_records(self) -> list[dict[str, Any]]:
+        """The latest AlertEvent of every open (pending or firing) incident this process owns."""
+        out = []
+        for ps, s in list(self.by_fingerprint.values()):
+            tr = s.tracker
+            if tr is not None and tr.open and tr.record is not None:
+                # The value now (reads are at the partition clock, never before an instant still to come).
+                now = self._value(s, ps.clock) if ps.clock >= 0 else None
+                out.append({**tr.record, "value": now if now is not None else tr.record.get("value")})
+        return out
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        out = []
+        for ps, s in list(self.by_fingerprint.values()):
+            tr = s.tracker
+            if tr is None or tr.state not in (PENDING, FIRING):
+                continue
+            out.append({
+                "alert_id": tr.alert_id, "fingerprint": tr.fingerprint, "rule": s.rule.name,
+                "state": tr.state, "severity": SEVERITY_NAMES[tr.severity], "value": tr.value,
+                "threshold": tr.threshold, "labels": self._labels(s), "started_at": tr.started_at,
+                "since": tr.ts, "partition": f"{ps.topic}:{ps.partition}",
+            })
+        return sorted(out, key=lambda a: (a["severity"] != "critical", a["started_at"]))
+
+    def service_summary(self, at_us: int | None = None) -> dict[str, dict[str, float | None]]:
+        """Per service: errors per minute and p95 api_response_time over the last hour of event time."""
+        t = at_us if at_us is not None else max((p.clock for p in self.partitions.values()), default=now_us())
+        return {
+            svc: {"error_rate_per_min_1h": st.errors.count(t) / 60.0,
+                  "p95_latency_ms_1h": st.latency.quantile(0.95, t)}
+            for svc, st in self.service_stats.items()
+        }
+
+    def clock(self) -> int:
+        """The newest event time of any partition (the "now" of summaries)."""
+        return max((p.clock for p in self.partitions.values()), default=-1)
+
+    def service_points(self, limit: int, at_us: int | None = None) -> dict[str, list[tuple[int, int, float | None]]]:
+        """Per service, oldest first, one point per minute of the last hour: (bucket start us, errors, p95 ms).
+
+        Only the ``limit`` services with the most errors in the hour (then by name).
+        """
+        t = at_us if at_us is not None else self.clock()
+        if t < 0:
+            return {}
+        ranked = sorted(self.service_stats.items(), key=lambda kv: (-kv[1].errors.count(t), kv[0]))[:limit]
+        out: dict[str, list[tuple[int, int, float | None]]] = {}
+        bt = t // STATS_BUCKET_US
+        for svc, st in ranked:
+            points = []
+            for b in range(bt - STATS_BUCKETS + 1, bt + 1):
+                slot = b % STATS_BUCKETS
+                errors = st.errors.cnt[slot] if st.errors.idx[slot] == b else 0
+                hist = st.latency.hist[slot] if st.latency.idx[slot] == b else None  # type: ignore[index]
+                points.append((b * STATS_BUCKET_US, errors, hist.quantile(0.95) if hist is not None else None))
+            out[svc] = points
+        return out
+
+    def error_count(self, at_us: int | None = None) -> int:
+        """ERROR and CRITICAL log events over the last hour of event time, all services."""
+        t = at_us if at_us is not None else self.clock()
+        return sum(st.errors.count(t) for st in self.service_stats.values()) if t >= 0 else 0
+
+    def series_count(self) -> int:
+        return sum(p.series_count() for p in self.partitions.values())

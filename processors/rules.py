@@ -1,0 +1,496 @@
+"""Alert rules: the YAML format, its validation, and the compiled form the engine evaluates.
+
+A rule file is ``{"rules": [...]}`` (or a bare list). Each rule::
+
+    - name: api_response_time_p95      # unique; becomes the alert's ``alertname`` label
+      kind: threshold                   # threshold (default) or absence
+      source: metrics                   # logs, metrics or health
+      filter: {name: api_response_time} # field: value or [values]; ``field~`` regex, ``field!`` not equal
+      aggregate: p95                    # count, sum, rate_per_min, avg, min, max, latest, p50, p95, p99, ratio
+      window: 5m                        # event-time sliding window, cut in ``slices`` buckets
+      group_by: [service]               # must include service; fields or label/attr/detail keys
+      warning: 500                      # thresholds (at least one), compared with ``direction``
+      critical: 2000
+      direction: above                  # above (value > threshold) or below (value < threshold)
+      for: 1m                           # held this long before firing (Prometheus ``for``)
+      resolve_after: 2m                 # clear this long before resolving (hysteresis)
+      cooldown: 10m                     # a re-fire this soon after resolving reopens the incident
+      labels: {team: web}
+      annotations: {summary: "{{ labels.service }} p95 {{ value | round(1) }} ms"}
+
+Absence rules name ``absent_for`` (and ``severity``) instead of an aggregate
+and thresholds: a group that sent nothing for that long fires. Ratio rules
+name a ``numerator`` filter: errors among the events the ``filter`` selects.
+Durations are seconds or ``500ms``/``30s``/``5m``/``1h``/``1d``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jinja2
+import jinja2.sandbox
+import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+
+from processors.windows import DEFAULT_MAPPING, SlidingWindow
+from tocsin.config import format_validation_error
+from tocsin.configbase import StrictModel
+from tocsin.errors import RuleError
+
+DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+VALUE_AGGREGATES = {"sum", "avg", "min", "max", "latest", *QUANTILES}
+COUNT_AGGREGATES = {"count", "rate_per_min", "ratio"}
+Aggregate = Literal["count", "sum", "rate_per_min", "avg", "min", "max", "latest", "p50", "p95", "p99", "ratio"]
+
+# Top-level fields of each source's schema; any other filter/group key is looked up in its map.
+SOURCE_FIELDS = {
+    "logs": ({"service", "host", "level", "logger", "message", "trace_id"}, "attrs"),
+    "metrics": ({"service", "host", "name", "unit"}, "labels"),
+    "health": ({"service", "host", "check", "status", "error"}, "details"),
+}
+ERROR_LEVELS = ("ERROR", "CRITICAL")
+
+NONE, WARNING, CRITICAL = 0, 1, 2
+SEVERITY_NAMES = ("none", "warning", "critical")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or ``'90s'``, ``'5m'``, ``'500ms'``..."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds >= 0")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+FilterSpec = dict[str, str | list[str]]
+
+
+class RuleSpec(StrictModel):
+    """One rule as written in YAML (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.\-]*$", description="Unique rule name.")
+    kind: Literal["threshold", "absence"] = Field("threshold", description="threshold or absence.")
+    source: Literal["logs", "metrics", "health"] = Field(description="Which input topic the rule reads.")
+    filter: FilterSpec = Field(default_factory=dict, description="Events the rule reads.")
+    numerator: FilterSpec = Field(default_factory=dict, description="ratio: the part counted over the whole.")
+    aggregate: Aggregate | None = Field(None, description="What to compute over the window.")
+    value_field: str = Field("response_time_ms", description="health: which numeric field is the value.")
+    window: Duration = Field(300.0, gt=0, description="Sliding window length in seconds.")
+    slices: int = Field(10, ge=2, le=360, description="Buckets per window (window / slices = bucket width).")
+    group_by: list[str] = Field(default_factory=lambda: ["service"], description="Labels of one alert.")
+    warning: float | None = Field(None, description="Warning threshold.")
+    critical: float | None = Field(None, description="Critical threshold.")
+    direction: Literal["above", "below"] = Field("above", description="Fire above or below the thresholds.")
+    for_s: Duration = Field(0.0, alias="for", description="How long the condition holds before firing.")
+    resolve_after: Duration = Field(0.0, description="How long clear before resolving (hysteresis).")
+    cooldown: Duration = Field(0.0, description="A re-fire within this after resolving reopens the incident.")
+    absent_for: Duration | None = Field(None, gt=0, description="absence: silence that fires the alert.")
+    severity: Literal["warning", "critical"] = Field("critical", description="absence: severity when firing.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Static labels added to the alert.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="jinja2 templates: summary...")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, reason) for every inconsistency between fields: checked after the types are valid."""
+        out: list[tuple[str, str]] = []
+        if "service" not in self.group_by:
+            out.append(("group_by", "must include service (alerts are owned per service)"))
+        if len(set(self.group_by)) != len(self.group_by):
+            out.append(("group_by", "lists a label twice"))
+        if self.kind == "absence":
+            if self.absent_for is None:
+                out.append(("absent_for", "an absence rule needs absent_for"))
+            for name in ("aggregate", "warning", "critical"):
+                if getattr(self, name) is not None:
+                    out.append((name, "an absence rule takes absent_for and severity instead"))
+            return out
+        if self.absent_for is not None:
+            out.append(("absent_for", "only absence rules take absent_for"))
+        if self.aggregate is None:
+            out.append(("aggregate", "a threshold rule needs an aggregate"))
+        if self.warning is None and self.critical is None:
+            out.append(("warning", "a threshold rule needs warning or critical (or both)"))
+        for name in ("warning", "critical"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                out.append((name, "must be a finite number"))
+        if self.warning is not None and self.critical is not None:
+            if self.direction == "above" and self.critical < self.warning:
+                out.append(("critical", "with direction above, critical must be >= warning"))
+            if self.direction == "below" and self.critical > self.warning:
+                out.append(("critical", "with direction below, critical must be <= warning"))
+        if self.source == "logs" and self.aggregate not in COUNT_AGGREGATES | {None}:
+            out.append(("aggregate", f"logs have no value: use count, rate_per_min or ratio, not {self.aggregate}"))
+        if self.aggregate == "ratio" and not self.numerator:
+            out.append(("numerator", "a ratio rule needs a numerator filter (e.g. level: [ERROR, CRITICAL])"))
+        if self.aggregate != "ratio" and self.numerator:
+            out.append(("numerator", "only ratio rules take a numerator"))
+        if self.aggregate in QUANTILES and any(t is not None and t <= 0 for t in (self.warning, self.critical)):
+            out.append(("warning", "percentile thresholds must be > 0"))
+        return out
+
+
+class RuleFile(StrictModel):
+    rules: list[RuleSpec]
+
+
+# --- compiled form --------------------------------------------------------------------------------
+
+Getter = Callable[[Mapping[str, Any]], str]
+
+
+def _getter(source: str, key: str) -> Getter:
+    """Reads ``key`` from an event: a top-level field, or an entry of the source's map (labels/attrs/details)."""
+    fields, mapname = SOURCE_FIELDS[source]
+    for prefix in ("labels.", "attrs.", "details."):
+        if key.startswith(prefix):
+            mapname, key = prefix[:-1], key[len(prefix):]
+            break
+    else:
+        if key in fields:
+            def top(rec: Mapping[str, Any], _k: str = key) -> str:
+                v = rec.get(_k)
+                return "" if v is None else str(v)
+            return top
+
+    def in_map(rec: Mapping[str, Any], _m: str = mapname, _k: str = key) -> str:
+        return (rec.get(_m) or {}).get(_k, "")
+    return in_map
+
+
+def compile_filter(source: str, spec: FilterSpec) -> Callable[[Mapping[str, Any]], bool] | None:
+    """A predicate for ``spec`` (all keys must match), or None for match-all."""
+    if not spec:
+        return None
+    checks: list[Callable[[Mapping[str, Any]], bool]] = []
+    for raw_key, raw in spec.items():
+        values = [raw] if isinstance(raw, str) else list(raw)
+        if raw_key.endswith("~"):
+            get = _getter(source, raw_key[:-1])
+            pattern = re.compile("|".join(f"(?:{v})" for v in values))
+            checks.append(lambda r, g=get, p=pattern: p.search(g(r)) is not None)
+        elif raw_key.endswith("!"):
+            get = _getter(source, raw_key[:-1])
+            excluded = frozenset(values)
+            checks.append(lambda r, g=get, s=excluded: g(r) not in s)
+        else:
+            get = _getter(source, raw_key)
+            allowed = frozenset(values)
+            checks.append(lambda r, g=get, s=allowed: g(r) in s)
+    if len(checks) == 1:
+        return checks[0]
+    return lambda r: all(c(r) for c in checks)
+
+
+NON_NULL_STRINGS = {"service", "host", "level", "logger", "message", "name", "unit", "check", "status"}
+"""Top-level fields the schemas declare as plain (never null) strings: readable with one C-level itemgetter."""
+
+
+def _key_function(source: str, group_by: list[str],
+                  getters: tuple[Getter, ...]) -> Callable[[Mapping[str, Any]], tuple[str, ...]]:
+    """The group key of an event as a tuple; an ``operator.itemgetter`` when every label is a plain field."""
+    fields = SOURCE_FIELDS[source][0] & NON_NULL_STRINGS
+    if all(g in fields for g in group_by):
+        if len(group_by) == 1:
+            name = group_by[0]
+            return lambda rec: (rec[name],)
+        return operator.itemgetter(*group_by)
+    return lambda rec: tuple([g(rec) for g in getters])
+
+
+_JINJA = jinja2.sandbox.SandboxedEnvironment(autoescape=False, undefined=jinja2.ChainableUndefined)
+
+
+@dataclass(eq=False)
+class Rule:
+    """A validated rule compiled for the hot path: filter predicate, group key, level function."""
+
+    spec: RuleSpec
+    index: int
+    name: str = ""
+    source: str = ""
+    is_absence: bool = False
+    window_us: int = 0
+    bucket_us: int = 0
+    for_us: int = 0
+    resolve_us: int = 0
+    cooldown_us: int = 0
+    absent_us: int = 0
+    accepts: Callable[[Mapping[str, Any]], bool] | None = None
+    post_filter: Callable[[Mapping[str, Any]], bool] | None = None
+    """``accepts`` minus what dispatch by metric name already checked (None: nothing left to check)."""
+    key_of: Callable[[Mapping[str, Any]], tuple[str, ...]] = tuple
+    is_numerator: Callable[[Mapping[str, Any]], bool] | None = None
+    group_getters: tuple[Getter, ...] = ()
+    dispatch_names: tuple[str, ...] | None = None
+    quantile: float | None = None
+    thresholds: tuple[tuple[int, float], ...] = ()
+    """(level, threshold) pairs, most severe first."""
+    threshold_keys: tuple[int, ...] = ()
+    safe_low: float = math.inf
+    safe_high: float = -math.inf
+    """A sample in [safe_low, safe_high] cannot raise a clear level (avg, max, latest, quantiles...)."""
+    templates: dict[str, jinja2.Template] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.spec
+        self.name, self.source, self.is_absence = s.name, s.source, s.kind == "absence"
+        self.window_us = int(s.window * 1e6)
+        self.bucket_us = max(1, self.window_us // s.slices)
+        self.for_us, self.resolve_us, self.cooldown_us = (int(x * 1e6) for x in (s.for_s, s.resolve_after, s.cooldown))
+        self.absent_us = int((s.absent_for or 0) * 1e6)
+        self.accepts = compile_filter(s.source, s.filter)
+        self.is_numerator = compile_filter(s.source, s.numerator)
+        self.group_getters = tuple(_getter(s.source, g) for g in s.group_by)
+        self.key_of = _key_function(s.source, s.group_by, self.group_getters)
+        names = s.filter.get("name") if s.source == "metrics" else None
+        self.dispatch_names = ((names,) if isinstance(names, str) else tuple(names)) if names else None
+        rest = {k: v for k, v in s.filter.items() if not (k == "name" and self.dispatch_names)}
+        self.post_filter = compile_filter(s.source, rest)
+        self.quantile = QUANTILES.get(s.aggregate or "")
+        pairs = [(CRITICAL, s.critical), (WARNING, s.warning)]
+        self.thresholds = tuple((lvl, t) for lvl, t in pairs if t is not None)
+        if self.quantile is not None:
+            # Rank test "quantile > T" <=> "samples at or below key(T) <= rank"; for "<" use keys < T.
+            inclusive = s.direction == "above"
+            self.threshold_keys = tuple(DEFAULT_MAPPING.threshold_key(t, inclusive) for _, t in self.thresholds)
+        self.templates = {k: _JINJA.from_string(v) for k, v in s.annotations.items()}
+        self._safe_range()
+
+    @property
+    def has_safe_range(self) -> bool:
+        return self.safe_low <= self.safe_high
+
+    def _safe_range(self) -> None:
+        """Where a new sample cannot turn a clear window into a breaching one (so it needs no evaluation).
+
+        Averages, maxima (above), minima (below), latest values and quantiles of samples that are
+        each clear stay clear; counts, sums and rates can grow with any sample. Quantile rules compare
+        bucket estimates, which are within the relative accuracy of the sample: hence the margin.
+        """
+        s = self.spec
+        agg = s.aggregate
+        if self.is_absence or agg not in {"avg", "min", "max", "latest", *QUANTILES} or not self.thresholds:
+            return
+        margin = DEFAULT_MAPPING.relative_accuracy if self.quantile is not None else 0.0
+        if s.direction == "above":
+            if agg == "min":
+                return
+            lowest = min(t for _, t in self.thresholds)
+            self.safe_low, self.safe_high = -math.inf, lowest / (1 + margin) if lowest > 0 else lowest * (1 + margin)
+        else:
+            if agg == "max":
+                return
+            highest = max(t for _, t in self.thresholds)
+            self.safe_low, self.safe_high = (highest / (1 - margin) if highest > 0 else highest), math.inf
+
+    @property
+    def horizon_us(self) -> int:
+        """How much event time must be replayed to rebuild this rule's state (window plus timers)."""
+        if self.is_absence:
+            return self.absent_us + max(self.for_us, self.resolve_us)
+        return self.window_us + self.bucket_us + max(self.for_us, self.resolve_us)
+
+    def new_window(self) -> SlidingWindow:
+        s = self.spec
+        return SlidingWindow(self.bucket_us, s.slices, numerator=s.aggregate == "ratio",
+                             quantiles=self.quantile is not None, threshold_keys=self.threshold_keys,
+                             extrema=s.aggregate in ("min", "max"))
+
+    def value_of(self, rec: Mapping[str, Any]) -> float | None:
+        """The number a sample contributes: the metric value, the health field, or 1 per log line."""
+        if self.source == "metrics":
+            return rec["value"]
+        if self.source == "health":
+            v = rec.get(self.spec.value_field)
+            if v is None:
+                return 0.0 if self.spec.aggregate in COUNT_AGGREGATES else None
+            return float(v)
+        return 1.0
+
+    def group_key(self, rec: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(g(rec) for g in self.group_getters)
+
+    def group_labels(self, key: tuple[str, ...]) -> dict[str, str]:
+        return dict(zip(self.spec.group_by, key, strict=True))
+
+    def measure(self, w: SlidingWindow, t: int) -> float | None:
+        """The aggregate over the window ending at ``t``; None when the window holds nothing."""
+        agg = self.spec.aggregate
+        if agg == "count":
+            return float(w.count(t))
+        if agg == "rate_per_min":
+            return w.count(t) * 60e6 / self.window_us
+        n = w.count(t)
+        if n == 0:
+            return None
+        if agg == "ratio":
+            return w.numerator(t) / n
+        if agg == "sum":
+            return w.total(t)
+        if agg == "avg":
+            return w.total(t) / n
+        if agg == "min":
+            return w.minimum(t)
+        if agg == "max":
+            return w.maximum(t)
+        if agg == "latest":
+            return w.latest(t)
+        return w.quantile(self.quantile, t)  # type: ignore[arg-type]
+
+    def level(self, w: SlidingWindow, t: int) -> int:
+        """NONE, WARNING or CRITICAL for the window ending at ``t`` (no data is NONE)."""
+        above = self.spec.direction == "above"
+        if self.quantile is not None:
+            n = w.count(t)
+            if n == 0:
+                return NONE
+            rank = self.quantile * (n - 1)
+            for j, (lvl, _) in enumerate(self.thresholds):
+                le = w.count_le(j, t)
+                if (le <= rank) if above else (le > rank):
+                    return lvl
+            return NONE
+        value = self.measure(w, t)
+        if value is None:
+            return NONE
+        for lvl, threshold in self.thresholds:
+            if (value > threshold) if above else (value < threshold):
+                return lvl
+        return NONE
+
+    def threshold_for(self, level: int) -> float | None:
+        for lvl, t in self.thresholds:
+            if lvl == level:
+                return t
+        return None
+
+    def render(self, context: dict[str, Any]) -> dict[str, str]:
+        """Annotations rendered with value, threshold, labels, severity, state; a broken template says so."""
+        out = {}
+        for key, template in self.templates.items():
+            try:
+                out[key] = template.render(**context)
+            except Exception as exc:  # a template error must not lose the transition
+                out[key] = f"{self.spec.annotations[key]} [template error: {type(exc).__name__}: {exc}]"
+        return out
+
+    def fingerprint(self, key: tuple[str, ...]) -> str:
+        """Rule name plus group labels, hashed: stable across processes and restarts."""
+        text = "\x1f".join([self.name, *(f"{k}={v}" for k, v in zip(self.spec.group_by, key, strict=True))])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class RuleSet:
+    """The compiled rules with the indexes the engine dispatches on."""
+
+    rules: list[Rule]
+    origin: str = "<rules>"
+    by_source: dict[str, list[Rule]] = field(default_factory=dict)
+    by_metric: dict[str, list[Rule]] = field(default_factory=dict)
+    any_metric: list[Rule] = field(default_factory=list)
+    by_name: dict[str, Rule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            self.by_name[rule.name] = rule
+            self.by_source.setdefault(rule.source, []).append(rule)
+            if rule.source == "metrics":
+                if rule.dispatch_names is None:
+                    self.any_metric.append(rule)
+                else:
+                    for n in rule.dispatch_names:
+                        self.by_metric.setdefault(n, []).append(rule)
+        # Wildcard metric rules also see named metrics: append them to every named list.
+        for lst in self.by_metric.values():
+            lst.extend(self.any_metric)
+
+    def for_metric(self, name: str) -> list[Rule]:
+        return self.by_metric.get(name, self.any_metric)
+
+    @property
+    def horizon_us(self) -> int:
+        return max((r.horizon_us for r in self.rules), default=0)
+
+
+def parse_rules(data: Any, origin: str = "<rules>") -> RuleSet:
+    """Validates parsed YAML; raises ``RuleError`` listing every problem as ``origin: rules[i] (name): field: ...``."""
+    if isinstance(data, list):
+        data = {"rules": data}
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        raise RuleError(f"{origin}: (top level): expected a mapping with a list under 'rules'")
+    problems: list[str] = []
+    specs: list[RuleSpec] = []
+    for i, raw in enumerate(data["rules"]):
+        label = f"rules[{i}]"
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            label += f" ({raw['name']})"
+        try:
+            spec = RuleSpec.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(line.replace(f"{origin}: ", f"{origin}: {label}: ", 1)
+                            for line in format_validation_error(origin, exc))
+            continue
+        problems.extend(f"{origin}: {label}: {fname}: {reason}" for fname, reason in spec.problems())
+        for key, text in spec.annotations.items():  # syntax now, not at the first transition
+            try:
+                _JINJA.parse(text)
+            except jinja2.TemplateSyntaxError as exc:
+                problems.append(f"{origin}: {label}: annotations.{key}: template syntax error: {exc.message}")
+        for fkey, values in (*spec.filter.items(), *spec.numerator.items()):
+            if fkey.endswith("~"):
+                for v in [values] if isinstance(values, str) else values:
+                    try:
+                        re.compile(v)
+                    except re.error as exc:
+                        problems.append(f"{origin}: {label}: filter.{fkey}: bad regular expression: {exc}")
+        specs.append(spec)
+    seen: set[str] = set()
+    for i, raw in enumerate(data["rules"]):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"{origin}: rules[{i}] ({name}): name: duplicate rule name")
+            seen.add(name)
+    if problems:
+        raise RuleError(problems)
+    return RuleSet([Rule(spec, i) for i, spec in enumerate(specs)], origin)
+
+
+def load_rules(path: str | Path | None = None) -> RuleSet:
+    """Reads and validates a rule file (the seed's defaults when ``path`` is None)."""
+    path = Path(path) if path is not None else DEFAULT_RULES
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot read rule file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RuleError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    return parse_rules(data, str(path))

@@ -1,0 +1,760 @@
+"""The processor service: Kafka in (logs, metrics, health, control), alert transitions out, crash-safe.
+
+One loop, one thread (``run()``); each pass follows these steps:
+
+1. poll the input topics (consumer group ``tocsin-processor``); a
+   rebalance happens while this call waits (see recovery below);
+2. decode and validate every record: a decode failure, a record of the
+   wrong schema or absurd values go to the dead-letter topic with headers
+   (error, source topic/partition/offset, stage) and processing continues;
+3. feed the engine (windows, evaluation at event-time instants);
+4. every ``tick_interval_s``: apply manual resolves from the control topic
+   and run the processing-time tick on caught-up partitions;
+5. produce the transitions to the alerts topic, keyed by fingerprint;
+6. at most once a second, outside the lock the HTTP accessors take: flush
+   the producer (transitions and dead letters acknowledged), then commit the
+   input offsets, each with the Kafka timestamp of the last record processed
+   as commit metadata. Nothing is committed before its consequences are on
+   the alerts topic.
+
+Recovery without a state store, on start and on every assignment (the
+listener runs on kafka-python's IO thread, which may not call the
+consumer: on revocation it flushes the producer, so every transition is on
+the alerts topic before any new owner reads it, and it notes the new
+assignment; the loop applies it after ``poll`` returns, dropping that poll's
+records, which are fetched again from the seeks below):
+
+1. read the compacted alerts topic to its end; adopt the latest event of
+   every fingerprint whose service lives in a newly assigned partition
+   (agents key by service with the default murmur2 partitioner, so the
+   partition of a service is computed, not guessed);
+2. seek each new partition to ``committed record time - replay span``
+   (``offsets_for_times``); the span is the longest window plus its timers
+   plus grace, so windows and timers are whole again when the replay reaches
+   the committed offset;
+3. evaluation skips instants whose window is not yet whole (after a
+   mid-log seek), and a tracker emits nothing at or before its restored
+   transition: recomputed transitions are not emitted twice, lost ones are;
+4. no wall-clock tick touches a partition until it has caught up;
+5. re-apply recent manual resolves (the control topic is read by every
+   process, since it is keyed by fingerprint, not by service).
+Partitions kept across an (eager) rebalance keep their state unless their
+committed offset moved past ours (someone else owned them meanwhile).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import gc
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError as _KafkaError
+from kafka.partitioner.default import murmur2
+from kafka.structs import OffsetAndMetadata
+
+from processors.alerts import Transition, fingerprint_of
+from processors.engine import Engine, PartitionState
+from processors.rules import Rule, RuleSet, load_rules
+from processors.view import Counters as ViewCounters
+from processors.view import LatencyHistogram, ResolveOutcome, SeriesPoint
+from schemas.codec import default_codec
+from tocsin import kafka as kafka_api
+from tocsin.component import Component
+from tocsin.config import TocsinConfig
+from tocsin.errors import DecodeError, KafkaError
+from tocsin.events import (
+    ALERT_EVENT,
+    CONTROL_EVENT,
+    HEALTH_EVENT,
+    HOSTNAME,
+    LOG_EVENT,
+    METRIC_EVENT,
+    new_event_id,
+    now_us,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "tocsin-processor"
+COMMIT_INTERVAL_S = 1.0
+POLL_TIMEOUT_MS = 100
+RATE_WINDOW_S = 10.0
+RECENT_CONTROL = 10_000
+GC_THRESHOLDS = (50_000, 20, 100)
+LIVENESS_S = 30.0
+"""``consuming()`` is false when the loop has not polled for this long."""
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+RECORD_OF_SOURCE = {"logs": LOG_EVENT, "metrics": METRIC_EVENT, "health": HEALTH_EVENT}
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition kafka-python's (and Java's) default partitioner gives a key: murmur2, positive, modulo."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread: it may not call the consumer, so it only flushes and takes notes."""
+
+    def __init__(self, service: ProcessorService) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.service._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.service._assigned(assigned)
+
+
+class ProcessorService(Component):
+    """The stream processor as a running component; its accessors are ``processors.view.ServiceView``.
+
+    Every accessor is a thread-safe snapshot, cheap, and never touches Kafka
+    (except ``resolve``), so the HTTP API can call them from its own thread
+    while ``run()`` loops:
+
+    * ``counters() -> view.Counters``: consumed and processed per topic, late, dead_lettered,
+      decode_errors, live_series, events_per_s, processing latency histogram (record produce time to
+      processed, one sample per partition batch). ``engine_counters()`` has the rest: future_capped,
+      invalid, transitions, evaluations, control_applied.
+    * ``consumer_lag() -> {(topic, partition): records behind the log end}`` for the assigned partitions.
+    * ``consuming()``, ``kafka_reachable()``, ``clickhouse_reachable()`` (always None), ``uptime_s()``.
+    * ``active_alerts()``: the latest AlertEvent (record dict) of every open incident, ``value`` current.
+    * ``alert_history()`` / ``recent_transitions(limit)``: AlertEvents this process emitted, newest first.
+    * ``latest_health()``: the newest HealthEvent per (service, check).
+    * ``service_series(limit)``: per service, one ``view.SeriesPoint`` per minute of the last hour of
+      event time (errors, errors per minute, p95 api_response_time); ``error_count_1h()``;
+      ``service_summary()``: per service error_rate_per_min_1h and p95_latency_ms_1h.
+    * ``status()``: assigned and replaying partitions, series, open alerts, rules, takeover times.
+    * ``resolve(alert_id, reason, actor)``: "accepted" (a ControlEvent was sent; the owner applies it),
+      "already_resolved" or "unknown"; ``rules`` is the compiled ``RuleSet``.
+
+    With several processes each sees only the partitions (services) it owns.
+    """
+
+    name = "processor"
+
+    def __init__(self, cfg: TocsinConfig, *, wall: Callable[[], int] = now_us) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pcfg = cfg.processor
+        self.wall = wall
+        t = cfg.kafka.topics
+        self.source_of = {t.logs: "logs", t.metrics: "metrics", t.health: "health"}
+        self.topic_of = {v: k for k, v in self.source_of.items()}
+        self._lock = threading.RLock()
+        self._rules: RuleSet | None = None
+        self.engine: Engine | None = None
+        self._consumer: Any = None
+        self._control: Any = None
+        self._producer: Any = None
+        self._codec = default_codec()
+        self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.pcfg.recent_transitions)
+        self._resolves: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_CONTROL)
+        self._lag: dict[tuple[str, int], int] = {}
+        self._consumed: collections.Counter[str] = collections.Counter()
+        self._processed: collections.Counter[str] = collections.Counter()
+        self._lat_counts = [0] * len(LATENCY_BUCKETS_S)
+        self._lat_n = 0
+        self._lat_sum = 0.0
+        self._last_poll = 0.0
+        self._kafka_ok = True
+        self._positions: dict[tuple[str, int], int] = {}
+        self._record_ts: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+        self._nparts: dict[str, int] = {}
+        self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self._started_at = 0
+        self._last_commit = 0.0
+        self._last_tick = 0.0
+        self._last_heartbeat = 0.0
+        self._takeover: dict[str, float] = {}
+        self._assigned_mono: dict[tuple[str, int], float] = {}
+        self._uncommitted = False
+        self._pending_lock = threading.Lock()
+        self._pending_assignment: set[TopicPartition] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        p = self.pcfg
+        # Windows and trackers are long-lived objects: collect the young generation less often so the
+        # collector does not re-walk them every few hundred events (CPython's default is 700, 10, 10).
+        gc.set_threshold(*GC_THRESHOLDS)
+        self._rules = load_rules(p.rules_file)
+        self.engine = Engine(
+            self._rules, eval_interval_us=int(p.eval_interval_s * 1e6), grace_us=int(p.grace_s * 1e6),
+            max_future_us=int(p.max_future_s * 1e6), max_catchup_steps=p.max_catchup_steps,
+            idle_evict_us=int(p.idle_series_evict_s * 1e6), wall=self.wall)
+        self._started_at = now_us()
+        kcfg = self.cfg.kafka
+        self._producer = kafka_api.producer(kcfg, linger_ms=2)
+        self._consumer = kafka_api.consumer(
+            kcfg, group_id=p.group_id, max_poll_records=p.max_poll_records,
+            session_timeout_ms=p.session_timeout_ms, heartbeat_interval_ms=max(1000, p.session_timeout_ms // 4),
+            auto_offset_reset="earliest" if p.start_without_commit == "earliest" else "latest")
+        self._consumer.subscribe(list(self.source_of), listener=_Listener(self))
+        self._start_control()
+        log.info("processor started", extra={"rules": len(self._rules.rules), "group": p.group_id})
+
+    def _start_control(self) -> None:
+        kcfg = self.cfg.kafka
+        topic = kcfg.topics.control
+        self._control = kafka_api.consumer(kcfg, group_id=None)
+        parts = [TopicPartition(topic, q) for q in sorted(self._control.partitions_for_topic(topic) or [])]
+        self._control.assign(parts)
+        if not parts:
+            return
+        since_ms = (now_us() - int(self.pcfg.control_lookback_s * 1e6)) // 1000
+        found = self._control.offsets_for_times({tp: since_ms for tp in parts})
+        ends = self._control.end_offsets(parts)
+        for tp in parts:
+            hit = found.get(tp)
+            self._control.seek(tp, hit.offset if hit is not None else ends[tp])
+
+    def run(self) -> None:
+        if self.engine is None:
+            self.start()
+        while not self.stopping:
+            try:
+                self.run_once()
+            except _KafkaError as exc:
+                log.warning("kafka error in the processing loop; retrying", extra={"error": str(exc)})
+                self._stop.wait(1.0)
+
+    def run_once(self, poll_timeout_ms: int = POLL_TIMEOUT_MS) -> int:
+        """One pass of the loop (steps 1-6 of the module docstring); returns the records handled."""
+        try:
+            batch = self._consumer.poll(timeout_ms=poll_timeout_ms)  # 1. (rebalances happen in here)
+        except _KafkaError:
+            self._kafka_ok = False
+            raise
+        self._kafka_ok = True
+        self._last_poll = time.monotonic()
+        n = 0
+        with self._lock:
+            engine = self.engine
+            assert engine is not None
+            with self._pending_lock:
+                assigned, self._pending_assignment = self._pending_assignment, None
+            if assigned is not None:
+                self._apply_assignment(assigned)
+                batch = {}  # positions were reset: these records come again from the seeks
+            for tp, records in batch.items():
+                key = (tp.topic, tp.partition)
+                ps = engine.partitions.get(key)
+                if ps is None:
+                    continue  # revoked while this batch was in flight
+                n += self._handle_batch(ps, tp, records)  # 2. 3.
+            mono = time.monotonic()
+            if mono - self._last_tick >= self.pcfg.tick_interval_s:
+                self._last_tick = mono
+                self._poll_control()  # 4.
+                self._tick()
+            self._publish(engine.take_transitions())  # 5.
+            if n:
+                self._rate.append((mono, n))
+        # Outside the lock: a flush can wait on a broker, and the HTTP API's accessors must not wait with it.
+        # Only this thread changes what the commit reads (positions, partitions).
+        if mono - self._last_commit >= COMMIT_INTERVAL_S:
+            self._flush_and_commit()  # 6.
+            self._update_lag()
+        if self.pcfg.heartbeat_interval_s and mono - self._last_heartbeat >= self.pcfg.heartbeat_interval_s:
+            self._last_heartbeat = mono
+            self._heartbeat()
+        return n
+
+    def _release(self) -> None:
+        with self._lock:
+            try:
+                if self._consumer is not None and self.engine is not None:
+                    self._publish(self.engine.take_transitions())
+                    self._flush_and_commit()
+            except Exception:
+                log.exception("final commit failed")
+        # Outside the lock: closing runs the revocation listener on the consumer's IO thread.
+        for client in (self._consumer, self._control):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:
+                    log.exception("closing a consumer failed")
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _handle_batch(self, ps: PartitionState, tp: TopicPartition, records: list[Any]) -> int:
+        engine = self.engine
+        assert engine is not None
+        counters = engine.counters
+        decode = self._codec.decode
+        source = ps.source
+        expected = RECORD_OF_SOURCE[source]
+        check = engine.check
+        ingest = engine.ingest
+        policy = self.pcfg.future_policy
+        wall = self.wall()
+        processed_before = counters.processed
+        counters.consumed += len(records)
+        for m in records:
+            try:
+                name, rec = decode(m.value)
+            except DecodeError as exc:
+                counters.decode_errors += 1
+                self._deadletter(m, exc.reason, "decode")
+                continue
+            if name != expected:
+                counters.invalid += 1
+                self._deadletter(m, f"a {name} on the {source} topic (expected {expected})", "validate")
+                continue
+            try:
+                reason = check(source, rec, policy, wall)
+                if reason is None:
+                    ingest(ps, source, rec)
+                    continue
+            except Exception as exc:  # a record the checks missed must not stop the processor
+                log.exception("processing a record failed")
+                reason = f"processing failed: {type(exc).__name__}: {exc}"
+            counters.invalid += 1
+            self._deadletter(m, reason, "validate")
+        last = records[-1]
+        key = ps.key
+        self._consumed[tp.topic] += len(records)
+        self._processed[tp.topic] += counters.processed - processed_before
+        self._observe_latency(max(0.0, time.time() - last.timestamp / 1000))
+        self._positions[key] = last.offset + 1
+        self._record_ts[key] = last.timestamp
+        self._uncommitted = True
+        if ps.replay_until >= 0 and last.offset + 1 >= ps.replay_until:
+            ps.replay_until = -1
+            self._caught_up(key)
+        return len(records)
+
+    def _caught_up(self, key: tuple[str, int]) -> None:
+        started = self._assigned_mono.pop(key, None)
+        if started is not None:
+            ms = (time.monotonic() - started) * 1000
+            self._takeover[f"{key[0]}:{key[1]}"] = ms
+            log.info("partition rebuilt", extra={"partition": f"{key[0]}:{key[1]}", "takeover_ms": round(ms)})
+
+    def _deadletter(self, m: Any, error: str, stage: str) -> None:
+        self.engine.counters.deadlettered += 1  # type: ignore[union-attr]
+        self._producer.send(self.cfg.kafka.topics.deadletter, key=m.key, value=m.value,
+                            headers=kafka_api.deadletter_headers(error, m.topic, m.partition, m.offset, stage))
+
+    def _publish(self, transitions: list[Transition]) -> None:
+        topic = self.cfg.kafka.topics.alerts
+        for t in transitions:
+            record = t.as_record()
+            self._producer.send(topic, key=t.fingerprint.encode(), value=self._codec.encode(ALERT_EVENT, record))
+            self._recent.appendleft(record)
+            log.info("alert transition", extra={"alert_id": t.alert_id, "state": t.state, "severity": t.severity})
+
+    def _flush_and_commit(self, only: set[tuple[str, int]] | None = None) -> None:
+        """Steps 6: transitions and dead letters acknowledged first, then the offsets that produced them."""
+        self._producer.flush(timeout=60)
+        self._last_commit = time.monotonic()
+        if not self._uncommitted and only is None:
+            return
+        offsets = {}
+        engine = self.engine
+        for key, pos in self._positions.items():
+            if only is not None and key not in only:
+                continue
+            if engine is not None and key not in engine.partitions:
+                continue
+            if pos <= self._committed.get(key, -1):
+                continue  # replaying below what the previous owner committed: never move it back
+            meta = json.dumps({"rts": self._record_ts.get(key, -1)})
+            offsets[TopicPartition(*key)] = OffsetAndMetadata(pos, meta, -1)
+        if offsets:
+            self._consumer.commit(offsets)
+            for tp, om in offsets.items():
+                self._committed[(tp.topic, tp.partition)] = om.offset
+        self._uncommitted = False
+
+    # -- control and time ---------------------------------------------------------------------
+
+    def _poll_control(self) -> None:
+        if self._control is None:
+            return
+        batch = self._control.poll(timeout_ms=0)
+        for records in batch.values():
+            for m in records:
+                try:
+                    name, rec = self._codec.decode(m.value)
+                except DecodeError as exc:
+                    self.engine.counters.decode_errors += 1  # type: ignore[union-attr]
+                    self._deadletter(m, exc.reason, "control")
+                    continue
+                if name != CONTROL_EVENT:
+                    self._deadletter(m, f"a {name} on the control topic", "control")
+                    continue
+                if rec["action"] == "resolve" and rec.get("alert_id"):
+                    self._resolves.append(rec)
+                    self._apply_resolve(rec)
+
+    def _apply_resolve(self, rec: dict[str, Any]) -> None:
+        actor = rec.get("actor") or "manual"
+        self.engine.resolve(rec["alert_id"], rec["ts"], actor)  # type: ignore[union-attr]
+
+    def _tick(self) -> None:
+        """Processing-time tick: move the clock of caught-up, quiet partitions (absence, timers)."""
+        engine = self.engine
+        wall = self.wall()
+        for key, ps in engine.partitions.items():  # type: ignore[union-attr]
+            if ps.replay_until >= 0 or self._lag.get(key, 1) > 0:
+                continue
+            engine.advance_idle(ps, wall)  # type: ignore[union-attr]
+
+    def _update_lag(self) -> None:
+        consumer = self._consumer
+        lag = dict(self._lag)
+        for key in list(self.engine.partitions):  # type: ignore[union-attr]
+            tp = TopicPartition(*key)
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            pos = self._positions.get(key)
+            if pos is None:
+                try:
+                    pos = consumer.position(tp, timeout_ms=1000)
+                except Exception:
+                    continue
+            lag[key] = max(0, hw - pos)
+        self._lag = lag  # one assignment: readers see the old or the new table, never half of one
+
+    def _heartbeat(self) -> None:
+        counters = self.engine.counters  # type: ignore[union-attr]
+        ts = now_us()
+        figures = {
+            "tocsin_heartbeat": (1.0, "count"),
+            "tocsin_processor_events_per_s": (self.events_per_s(), "events_per_s"),
+            "tocsin_processor_consumer_lag": (float(sum(self._lag.values())), "count"),
+            "tocsin_processor_late_total": (float(counters.late), "count"),
+            "tocsin_processor_deadlettered_total": (float(counters.deadlettered), "count"),
+            "tocsin_processor_open_alerts": (float(len(self.active_alerts())), "count"),
+        }
+        topic = self.cfg.kafka.topics.metrics
+        for name, (value, unit) in figures.items():
+            record = {"event_id": new_event_id(), "ts": ts, "service": SERVICE_NAME, "host": HOSTNAME,
+                      "name": name, "value": value, "unit": unit, "labels": {"component": "processor"}}
+            self._producer.send(topic, key=SERVICE_NAME.encode(), value=self._codec.encode(METRIC_EVENT, record))
+
+    # -- rebalance ----------------------------------------------------------------------------
+
+    def _revoked(self, revoked: set[TopicPartition]) -> None:
+        """IO thread, main loop blocked in poll/close: make our transitions visible to the next owner."""
+        try:
+            if self._producer is not None:
+                self._producer.flush(timeout=30)
+        except Exception:
+            log.exception("flushing transitions on revocation failed")
+
+    def _assigned(self, assigned: set[TopicPartition]) -> None:
+        """IO thread: note the (eager, hence complete) new assignment for the loop."""
+        with self._pending_lock:
+            self._pending_assignment = set(assigned)
+
+    def _apply_assignment(self, assigned: set[TopicPartition]) -> None:
+        """Main loop: drop what we lost, keep what we still own, rebuild what is new (see the module docstring)."""
+        engine = self.engine
+        assert engine is not None
+        consumer = self._consumer
+        new_keys = {(tp.topic, tp.partition) for tp in assigned}
+        for key in list(engine.partitions):
+            if key not in new_keys:
+                engine.drop_partition(key)
+                self._forget(key)
+        fresh: list[TopicPartition] = []
+        for tp in sorted(assigned):
+            key = (tp.topic, tp.partition)
+            if key in engine.partitions:
+                committed = consumer.committed(tp)
+                ours = max(self._positions.get(key, -1), self._committed.get(key, -1))
+                if committed is not None and committed > ours:
+                    engine.drop_partition(key)  # someone else moved it on meanwhile: rebuild
+                    self._forget(key)
+                else:
+                    consumer.seek(tp, self._positions[key])  # go on where we were (maybe mid-replay)
+                    continue
+            fresh.append(tp)
+        if not fresh:
+            return
+        self._setup_partitions(fresh)
+        restored = self._restore_alerts({(tp.topic, tp.partition) for tp in fresh})
+        for rec in list(self._resolves):
+            self._apply_resolve(rec)
+        log.info("partitions assigned", extra={"new": len(fresh), "kept": len(assigned) - len(fresh),
+                                               "restored_alerts": restored})
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        for d in (self._positions, self._record_ts, self._committed):
+            d.pop(key, None)
+        self._lag.pop(key, None)
+
+    def _setup_partitions(self, fresh: list[TopicPartition]) -> None:
+        """Step 2 of recovery: seek each new partition to the start of its replay."""
+        engine = self.engine
+        consumer = self._consumer
+        span_ms = (engine.rules.horizon_us + engine.grace_us) // 1000 + int(self.pcfg.replay_margin_s * 1000)
+        now_ms = now_us() // 1000
+        beginnings = consumer.beginning_offsets(fresh)
+        ends = consumer.end_offsets(fresh)
+        committed = {tp: consumer.committed(tp, metadata=True) for tp in fresh}
+        targets = {}
+        for tp in fresh:
+            c = committed[tp]
+            rts = -1
+            if c is not None and c.metadata:
+                try:
+                    rts = int(json.loads(c.metadata).get("rts", -1))
+                except (ValueError, TypeError, AttributeError):
+                    rts = -1
+            if c is None and self.pcfg.start_without_commit != "replay":
+                continue
+            targets[tp] = max(0, (rts if rts > 0 else now_ms) - span_ms)
+        found = consumer.offsets_for_times(targets) if targets else {}
+        mono = time.monotonic()
+        for tp in fresh:
+            key = (tp.topic, tp.partition)
+            ps = engine.add_partition(tp.topic, tp.partition, self.source_of[tp.topic])
+            c = committed[tp]
+            if tp in targets:
+                hit = found.get(tp)
+                start = hit.offset if hit is not None else ends[tp]
+                if c is not None:
+                    start = min(start, c.offset)
+            elif self.pcfg.start_without_commit == "earliest":
+                start = beginnings[tp]
+            else:
+                start = ends[tp]
+            consumer.seek(tp, start)
+            if start > beginnings[tp]:
+                # Mid-log: windows are whole one window after the replay's start, not before.
+                if tp in targets:
+                    ps.complete_from = targets[tp] * 1000 + engine.grace_us
+                else:
+                    ps.awaiting_first_event = True
+            if c is not None:
+                self._committed[key] = c.offset
+                if c.offset > start:
+                    ps.replay_until = c.offset
+                    self._assigned_mono[key] = mono
+            self._positions[key] = start
+            self._nparts.setdefault(tp.topic, len(consumer.partitions_for_topic(tp.topic) or []))
+            self._lag[key] = max(0, ends[tp] - start)
+
+    def _restore_alerts(self, keys: set[tuple[str, int]]) -> int:
+        """Step 1 of recovery: the latest AlertEvent per fingerprint, for services in ``keys``."""
+        latest = read_alert_changelog(self.cfg)
+        engine = self.engine
+
+        def owner(rule: Rule, service: str) -> PartitionState | None:
+            topic = self.topic_of[rule.source]
+            n = self._nparts.get(topic) or len(self._consumer.partitions_for_topic(topic) or [])
+            if not n:
+                return None
+            key = (topic, partition_for(service, n))
+            return engine.partitions.get(key) if key in keys else None
+
+        return engine.restore(latest.values(), owner)
+
+    # -- accessors (processors.view.ServiceView) -----------------------------------------------
+
+    @property
+    def rules(self) -> RuleSet | None:
+        return self._rules
+
+    def counters(self) -> ViewCounters:
+        with self._lock:
+            c = self.engine.counters if self.engine else None
+            return ViewCounters(
+                consumed=dict(self._consumed), processed=dict(self._processed),
+                late=c.late if c else 0, dead_lettered=c.deadlettered if c else 0,
+                decode_errors=c.decode_errors if c else 0,
+                live_series=self.engine.series_count() if self.engine else 0,
+                events_per_s=self.events_per_s(), latency=self._latency_histogram())
+
+    def engine_counters(self) -> dict[str, int]:
+        """Every counter of the engine (future_capped, invalid, transitions, evaluations, control_applied...)."""
+        with self._lock:
+            return self.engine.counters.as_dict() if self.engine else {}
+
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        with self._lock:
+            return dict(self._lag)
+
+    def consuming(self) -> bool:
+        return self._started_at > 0 and not self.stopping and time.monotonic() - self._last_poll < LIVENESS_S
+
+    def kafka_reachable(self) -> bool:
+        return self._kafka_ok
+
+    def clickhouse_reachable(self) -> bool | None:
+        return None  # the processor does not use ClickHouse
+
+    def active_alerts(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.engine.open_records() if self.engine else []
+
+    def alert_history(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._recent]
+
+    def recent_transitions(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.alert_history()[:limit]
+
+    def latest_health(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if not self.engine:
+                return []
+            return [dict(v) for _, v in sorted(self.engine.latest_health.items())]
+
+    def service_series(self, limit: int) -> dict[str, list[SeriesPoint]]:
+        with self._lock:
+            if not self.engine:
+                return {}
+            points = self.engine.service_points(limit)
+        return {svc: [SeriesPoint(ts_us=ts, errors=n, error_rate_per_min=float(n), p95_latency_ms=p95)
+                      for ts, n, p95 in pts] for svc, pts in points.items()}
+
+    def service_summary(self) -> dict[str, dict[str, float | None]]:
+        with self._lock:
+            return self.engine.service_summary() if self.engine else {}
+
+    def error_count_1h(self) -> int:
+        with self._lock:
+            return self.engine.error_count() if self.engine else 0
+
+    def uptime_s(self) -> float:
+        return (now_us() - self._started_at) / 1e6 if self._started_at else 0.0
+
+    def events_per_s(self) -> float:
+        cutoff = time.monotonic() - RATE_WINDOW_S
+        while self._rate and self._rate[0][0] < cutoff:
+            self._rate.popleft()
+        return sum(n for _, n in self._rate) / RATE_WINDOW_S
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            engine = self.engine
+            parts = sorted(f"{k[0]}:{k[1]}" for k in (engine.partitions if engine else {}))
+            replaying = sorted(f"{k[0]}:{k[1]}" for k, p in (engine.partitions.items() if engine else [])
+                               if p.replay_until >= 0)
+            return {
+                "started_at": self._started_at, "uptime_s": self.uptime_s(),
+                "events_per_s": self.events_per_s(), "assigned_partitions": parts,
+                "replaying_partitions": replaying, "series": engine.series_count() if engine else 0,
+                "open_alerts": len(engine.open_records()) if engine else 0,
+                "rules": [r.name for r in self._rules.rules] if self._rules else [],
+                "takeover_ms": dict(self._takeover),
+            }
+
+    def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
+        """Publishes a resolve ControlEvent if ``alert_id`` is open; the owning process applies it."""
+        fp = fingerprint_of(alert_id)
+        if not fp:
+            return "unknown"
+        state = None
+        with self._lock:
+            found = self.engine.by_fingerprint.get(fp) if self.engine else None
+            if found is not None and found[1].tracker is not None and found[1].tracker.alert_id == alert_id:
+                state = found[1].tracker.state
+        if state is None:  # owned by another process, or already forgotten here: ask the changelog
+            latest = read_alert_changelog(self.cfg).get(fp)
+            if latest is None:
+                return "unknown"
+            if latest["alert_id"] != alert_id:
+                try:
+                    older = int(alert_id.rpartition("-")[2]) < latest["started_at"]
+                except ValueError:
+                    older = False
+                return "already_resolved" if older else "unknown"
+            state = latest["state"]
+        if state not in ("pending", "firing"):
+            return "already_resolved"
+        self.request_resolve(alert_id, actor, reason)
+        return "accepted"
+
+    def _latency_histogram(self) -> LatencyHistogram:
+        cumulative, running = [], 0
+        for bound, n in zip(LATENCY_BUCKETS_S, self._lat_counts, strict=True):
+            running += n
+            cumulative.append((bound, running))
+        return LatencyHistogram(buckets=tuple(cumulative), count=self._lat_n, sum_s=self._lat_sum)
+
+    def _observe_latency(self, seconds: float) -> None:
+        self._lat_n += 1
+        self._lat_sum += seconds
+        i = bisect.bisect_left(LATENCY_BUCKETS_S, seconds)
+        if i < len(self._lat_counts):
+            self._lat_counts[i] += 1
+
+    def request_resolve(self, alert_id: str, actor: str = "api", reason: str = "") -> str:
+        """Sends a manual resolve for ``alert_id`` to the control topic; returns the ControlEvent's id."""
+        fp = fingerprint_of(alert_id)
+        if not fp:
+            raise ValueError(f"not an alert id: {alert_id!r}")
+        record = {"event_id": new_event_id(), "ts": now_us(), "action": "resolve", "alert_id": alert_id,
+                  "fingerprint": fp, "silence_id": None, "matchers": [], "ends_at": None, "reason": reason,
+                  "actor": actor}
+        producer = self._producer or kafka_api.producer(self.cfg.kafka)
+        try:
+            producer.send(self.cfg.kafka.topics.control, key=fp.encode(),
+                          value=self._codec.encode(CONTROL_EVENT, record)).get(timeout=30)
+        except _KafkaError as exc:
+            raise KafkaError(f"sending the resolve of {alert_id} failed: {exc}") from exc
+        finally:
+            if producer is not self._producer:
+                producer.close(timeout=10)
+        return record["event_id"]
+
+
+def read_alert_changelog(cfg: TocsinConfig, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
+    """The latest AlertEvent per fingerprint on the (compacted) alerts topic, read to its current end."""
+    topic = cfg.kafka.topics.alerts
+    codec = default_codec()
+    consumer = kafka_api.consumer(cfg.kafka, group_id=None)
+    latest: dict[str, dict[str, Any]] = {}
+    try:
+        parts = [TopicPartition(topic, q) for q in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not parts:
+            return latest
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        todo = {tp for tp in parts if ends[tp] > 0}
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for m in records:
+                    if m.value is None:
+                        latest.pop(m.key.decode() if m.key else "", None)
+                        continue
+                    try:
+                        name, rec = codec.decode(m.value)
+                    except DecodeError:
+                        continue  # not ours to judge here; the alerts sinks dead-letter it
+                    if name == ALERT_EVENT:
+                        latest[rec["fingerprint"]] = rec
+            for tp in list(todo):
+                if consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+        if todo:
+            raise KafkaError(f"could not read {topic} to its end within {timeout_s:g}s")
+    finally:
+        consumer.close()
+    return latest
+
+
+def build(cfg: TocsinConfig) -> ProcessorService:
+    """``tocsin start processor``."""
+    return ProcessorService(cfg)
