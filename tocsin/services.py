@@ -21,7 +21,7 @@ from tocsin.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SERVICES: dict[str, str] = {
-    "processor": "processors.service:build",
+    "processor": "processors.api_service:build",
     "sink-clickhouse": "sinks.clickhouse:build",
     "sink-notify": "sinks.notify:build",
     "agent": "producers.agent:build",
@@ -94,4 +94,13 @@ class ServiceGroup(Component):
 
 
 def build_all(cfg: TocsinConfig, names: tuple[str, ...] = ALL) -> ServiceGroup:
-    return ServiceGroup({name: builder(name)(cfg) for name in names})
+    """Every service in this process; the processor's HTTP API also serves the store it owns."""
+    from processors.api_service import build as build_processor
+
+    members: dict[str, Component] = {}
+    for name in names:
+        if name == "processor":
+            members[name] = build_processor(cfg, store_api="sink-clickhouse" in names)
+        else:
+            members[name] = builder(name)(cfg)
+    return ServiceGroup(members)

@@ -32,7 +32,13 @@ def consumer_lag(cfg: TocsinConfig) -> dict[str, int | None]:
             if not committed:
                 out[group] = None
                 continue
-            ends = consumer.end_offsets(list(committed))
+            for topic in {tp.topic for tp in committed}:
+                consumer.partitions_for_topic(topic)  # load metadata first: end_offsets needs the leaders
+            try:
+                ends = consumer.end_offsets(list(committed))
+            except (_KafkaError, KeyError):  # a leader moving right now: report "unknown", not a crash
+                out[group] = None
+                continue
             out[group] = sum(max(0, ends[tp] - off) for tp, off in committed.items())
         return out
     finally:
@@ -57,9 +63,11 @@ def clickhouse_reachable(cfg: TocsinConfig) -> tuple[bool, str]:
 
 
 def collect(cfg: TocsinConfig) -> dict[str, Any]:
+    from tocsin.services import ALL
+
     services = [
         {"name": r.name, "pid": r.pid, "running": r.running, "uptime_s": round(time.time() - r.started_at, 1),
-         "log_file": r.log_file}
+         "log_file": r.log_file, "members": list(ALL) if r.name == "all" else [r.name]}
         for r in supervisor.records()
     ]
     info: dict[str, Any] = {"services": services}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -41,10 +42,10 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     if as_json:
         typer.echo(json.dumps(info))
         raise typer.Exit(0 if healthy else 1)
-    table = Table("service", "pid", "state", "uptime")
+    table = Table("service", "runs", "pid", "state", "uptime")
     for s in info["services"]:
-        table.add_row(s["name"], str(s["pid"]), "running" if s["running"] else "[red]dead[/red]",
-                      f"{s['uptime_s']:.0f} s")
+        table.add_row(s["name"], ", ".join(s["members"]), str(s["pid"]),
+                      "running" if s["running"] else "[red]dead[/red]", f"{s['uptime_s']:.0f} s")
     if info["services"]:
         console.print(table)
     else:
@@ -128,8 +129,23 @@ def resolve(
     typer.echo(f"resolve requested for {alert_id} at {iso(int(time.time() * 1e6))}")
 
 
+def demo(
+    duration: float = typer.Option(150.0, "--duration", help="Seconds from first request to giving up (default 150)."),
+    json_summary: Path | None = typer.Option(None, "--json-summary", help="Write what happened to this JSON file."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Where the report goes (default $TOCSIN_HOME/demo)."),
+) -> None:
+    """Run the whole pipeline locally with a simulated shop and an injected incident; exit 0 if it was caught.
+
+    Example: tocsin demo --duration 90 --json-summary demo.json
+    """
+    from tocsin.demo import run
+
+    raise typer.Exit(run(duration, json_summary, out_dir))
+
+
 def register(app: typer.Typer) -> None:
     app.command("stop")(stop)
     app.command("status")(status)
     app.command("alerts")(alerts)
     app.command("resolve")(resolve)
+    app.command("demo")(demo)
