@@ -33,7 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-BENCHMARKS = ["kafka", "ship", "processor", "sink", "alert_latency", "memory", "health_load", "agent_overhead"]
+BENCHMARKS = ["kafka", "ship", "processor", "peer", "sink", "alert_latency", "memory", "health_load",
+              "agent_overhead"]
 
 
 @dataclass
