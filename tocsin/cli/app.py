@@ -50,9 +50,19 @@ def config_of(ctx: typer.Context) -> TocsinConfig:
 
 
 def _register() -> None:
-    from tocsin.cli import agent_cmds, db_cmds, kafka_cmds, notify_cmds, ops_cmds, processor_cmds, service_cmds
+    from tocsin.cli import (
+        agent_cmds,
+        config_cmds,
+        db_cmds,
+        kafka_cmds,
+        notify_cmds,
+        ops_cmds,
+        processor_cmds,
+        service_cmds,
+    )
 
-    for module in (kafka_cmds, service_cmds, ops_cmds, agent_cmds, processor_cmds, db_cmds, notify_cmds):
+    for module in (kafka_cmds, service_cmds, ops_cmds, agent_cmds, processor_cmds, db_cmds, notify_cmds,
+                   config_cmds):
         module.register(app)
 
 
