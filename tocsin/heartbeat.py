@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaProducer
 
 from schemas.codec import default_codec
+from tocsin.component import Component
 from tocsin.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
 
 SERVICE = "tocsin"
@@ -58,3 +60,43 @@ class Heartbeat:
                            "name": name, "value": float(value), "unit": unit, "labels": labels})
         self.producer.send(self.topic, key=SERVICE.encode(), value=codec.encode_batch(METRIC_EVENT, events))
         self.sent += 1
+
+
+class HeartbeatLoop(Component):
+    """Heartbeats for the services of a ``tocsin start`` process, sent while each one's loop runs.
+
+    A service whose ``run()`` has ended (crashed, or the process was killed)
+    stops beating, which the ``tocsin_component_silent`` absence rule turns into
+    an alert. Services may expose ``heartbeat_figures() -> Figures`` to add their
+    throughput, lag and errors.
+    """
+
+    name = "heartbeat"
+
+    def __init__(self, cfg: Any, group: Any, names: list[str], interval_s: float = 15.0) -> None:
+        super().__init__()
+        self.cfg, self.group, self.names, self.interval_s = cfg, group, names, interval_s
+        self._producer: KafkaProducer | None = None
+        self.beats: dict[str, Heartbeat] = {}
+
+    def start(self) -> None:
+        from tocsin import kafka as kafka_api
+
+        if not self.names:
+            return
+        self._producer = kafka_api.producer(self.cfg.kafka)
+        for name in self.names:
+            member = self.group.members[name]
+            figures = getattr(member, "heartbeat_figures", None) or (lambda: {})
+            self.beats[name] = Heartbeat(self._producer, self.cfg.kafka.topics.metrics, name, figures,
+                                         self.interval_s)
+
+    def run(self) -> None:
+        while not self._stop.wait(1.0):
+            for name, beat in self.beats.items():
+                if self.group.alive(name):
+                    beat.maybe_send()
+
+    def _release(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)

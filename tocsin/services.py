@@ -28,6 +28,7 @@ SERVICES: dict[str, str] = {
     "all": "tocsin.services:build_all",
 }
 ALL = ("processor", "sink-clickhouse", "sink-notify", "agent")
+SELF_REPORTING = ("processor",)  # sends its heartbeat from its own loop, with its own figures
 
 
 def builder(name: str) -> Callable[[TocsinConfig], Component]:
@@ -51,8 +52,13 @@ class ServiceGroup(Component):
     def __init__(self, members: dict[str, Component]) -> None:
         super().__init__()
         self.members = members
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
         self.failures: dict[str, BaseException] = {}
+
+    def alive(self, name: str) -> bool:
+        """Whether the member's ``run()`` is still going (its thread has not ended)."""
+        thread = self._threads.get(name)
+        return thread is not None and thread.is_alive()
 
     def start(self) -> None:
         started: list[Component] = []
@@ -78,11 +84,11 @@ class ServiceGroup(Component):
         for name, member in self.members.items():
             t = threading.Thread(target=self._run_member, args=(name, member), name=f"tocsin-{name}", daemon=True)
             t.start()
-            self._threads.append(t)
+            self._threads[name] = t
         self._stop.wait()
         for member in self.members.values():
             member.stop()
-        for t in self._threads:
+        for t in self._threads.values():
             t.join(timeout=30)
         if self.failures:
             name, exc = next(iter(self.failures.items()))
@@ -91,6 +97,16 @@ class ServiceGroup(Component):
     def _release(self) -> None:
         for member in reversed(list(self.members.values())):
             member.close()
+
+
+def with_heartbeats(cfg: TocsinConfig, name: str, component: Component) -> ServiceGroup:
+    """What ``tocsin start`` runs: the service plus heartbeats of each of its services while they run."""
+    from tocsin.heartbeat import HeartbeatLoop
+
+    members = dict(component.members) if isinstance(component, ServiceGroup) and name == "all" else {name: component}
+    group = ServiceGroup(members)
+    group.members["heartbeat"] = HeartbeatLoop(cfg, group, [n for n in members if n not in SELF_REPORTING])
+    return group
 
 
 def build_all(cfg: TocsinConfig, names: tuple[str, ...] = ALL) -> ServiceGroup:

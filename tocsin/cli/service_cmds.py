@@ -9,7 +9,7 @@ import typer
 
 from tocsin import supervisor
 from tocsin.cli.app import config_of
-from tocsin.services import SERVICES, builder
+from tocsin.services import SERVICES, builder, with_heartbeats
 
 
 def start(
@@ -29,7 +29,7 @@ def start(
         typer.echo(f"{service} started: pid {record.pid}, log {record.log_file}")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    component = builder(service)(cfg)
+    component = with_heartbeats(cfg, service, builder(service)(cfg))
 
     def _stop(signum: int, _frame: object) -> None:
         component.stop()

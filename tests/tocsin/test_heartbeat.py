@@ -1,0 +1,63 @@
+"""Self-monitoring: every service of a `tocsin start` process beats while its loop runs, and the
+default absence rule alerts per component when the beats stop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from processors.alerts import FIRING
+from processors.rules import load_rules
+from schemas.codec import default_codec
+from tests.kafkautil import consume_all
+from tests.processors.helpers import T0, FakeWall, S, engine, metric, states
+from tocsin.component import Component
+from tocsin.services import with_heartbeats
+
+DEFAULT_RULES = Path(__file__).parents[2] / "processors" / "rules" / "default.yaml"
+
+
+class _Idle(Component):
+    """A service whose loop runs until stopped, with figures of its own."""
+
+    def heartbeat_figures(self):
+        return {"tocsin_sink_events_per_s": (12.5, "events_per_s")}
+
+
+def test_each_running_service_beats_with_its_component_label(tocsin_config) -> None:
+    inner = {"processor": _Idle(), "sink-notify": _Idle(), "agent": _Idle()}
+    from tocsin.services import ServiceGroup
+
+    group = with_heartbeats(tocsin_config, "all", ServiceGroup(inner))
+    group.members["heartbeat"].interval_s = 0.5
+    import threading
+
+    with group:
+        t = threading.Thread(target=group.run)
+        t.start()
+        time.sleep(3)
+        group.stop()
+        t.join(30)
+    events = [e for m in consume_all(tocsin_config.kafka, tocsin_config.kafka.topics.metrics, idle_s=2)
+              for e in default_codec().decode_events(m.value)[1]]
+    beats = {e["labels"]["component"] for e in events if e["name"] == "tocsin_heartbeat"}
+    assert beats == {"sink-notify", "agent"}, "the processor beats from its own loop, the others from here"
+    assert all(e["service"] == "tocsin" for e in events)
+    assert any(e["name"] == "tocsin_sink_events_per_s" and e["value"] == 12.5 for e in events)
+
+
+def test_default_absence_rule_fires_for_the_component_that_stopped() -> None:
+    wall = FakeWall(T0)
+    ruleset = load_rules(DEFAULT_RULES)
+    eng = engine(ruleset, wall, grace_s=1)
+    ps = eng.add_partition("metrics", 0, "metrics")
+    for t in range(0, 200, 15):
+        wall.t = T0 + t * S
+        for component in ("sink-notify", "agent"):
+            if component == "agent" or t < 60:  # the notify sink dies after 60 s
+                eng.ingest(ps, "metrics", metric(T0 + t * S, 1, "tocsin_heartbeat", service="tocsin",
+                                                 component=component))
+        eng.advance_idle(ps, wall.t)
+    out = [x for x in eng.take_transitions() if x.rule == "tocsin_component_silent"]
+    assert states(out) == [("inactive", FIRING, "critical")]
+    assert out[0].labels["component"] == "sink-notify"
