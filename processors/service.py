@@ -294,7 +294,7 @@ class ProcessorService(Component):
         engine = self.engine
         assert engine is not None
         counters = engine.counters
-        decode = self._codec.decode
+        decode = self._codec.decode_events
         source = ps.source
         expected = RECORD_OF_SOURCE[source]
         check = engine.check
@@ -305,7 +305,7 @@ class ProcessorService(Component):
         counters.consumed += len(records)
         for m in records:
             try:
-                name, rec = decode(m.value)
+                name, events = decode(m.value)  # one event, or a LogBatch/MetricBatch of one service
             except DecodeError as exc:
                 counters.decode_errors += 1
                 self._deadletter(m, exc.reason, "decode")
@@ -314,16 +314,19 @@ class ProcessorService(Component):
                 counters.invalid += 1
                 self._deadletter(m, f"a {name} on the {source} topic (expected {expected})", "validate")
                 continue
-            try:
-                reason = check(source, rec, policy, wall)
-                if reason is None:
-                    ingest(ps, source, rec)
-                    continue
-            except Exception as exc:  # a record the checks missed must not stop the processor
-                log.exception("processing a record failed")
-                reason = f"processing failed: {type(exc).__name__}: {exc}"
-            counters.invalid += 1
-            self._deadletter(m, reason, "validate")
+            batched = len(events) > 1
+            for rec in events:
+                try:
+                    reason = check(source, rec, policy, wall)
+                    if reason is None:
+                        ingest(ps, source, rec)
+                        continue
+                except Exception as exc:  # a record the checks missed must not stop the processor
+                    log.exception("processing a record failed")
+                    reason = f"processing failed: {type(exc).__name__}: {exc}"
+                counters.invalid += 1
+                # A bad event inside a good batch goes alone, re-encoded: its neighbours were processed.
+                self._deadletter(m, reason, "validate", value=self._codec.encode(name, rec) if batched else None)
         last = records[-1]
         key = ps.key
         self._consumed[tp.topic] += len(records)
@@ -344,9 +347,9 @@ class ProcessorService(Component):
             self._takeover[f"{key[0]}:{key[1]}"] = ms
             log.info("partition rebuilt", extra={"partition": f"{key[0]}:{key[1]}", "takeover_ms": round(ms)})
 
-    def _deadletter(self, m: Any, error: str, stage: str) -> None:
+    def _deadletter(self, m: Any, error: str, stage: str, value: bytes | None = None) -> None:
         self.engine.counters.deadlettered += 1  # type: ignore[union-attr]
-        self._producer.send(self.cfg.kafka.topics.deadletter, key=m.key, value=m.value,
+        self._producer.send(self.cfg.kafka.topics.deadletter, key=m.key, value=m.value if value is None else value,
                             headers=kafka_api.deadletter_headers(error, m.topic, m.partition, m.offset, stage))
 
     def _publish(self, transitions: list[Transition]) -> None:

@@ -188,7 +188,9 @@ def up(port: int | None = None, data_dir: Path | None = None, heap: str = DEFAUL
     if not (data_dir / "log" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         fmt = subprocess.run(
-            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+            # "--cluster-id=" form: a random id starting with "-" would read as an option otherwise.
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
+             str(config)],
             capture_output=True, text=True,
         )
         if fmt.returncode != 0:
