@@ -21,7 +21,7 @@ def test_a_batch_is_processed_event_by_event_and_its_bad_event_dead_lettered_alo
              "value": 100.0 + i, "unit": "ms", "labels": {}} for i in range(50)]
     bad = {**good[0], "event_id": "nan", "value": float("nan")}
     producer = kafka_api.producer(cfg.kafka)
-    producer.send(topics.metrics, key=b"shop", value=codec.encode_batch(METRIC_EVENT, good[:25] + [bad]))
+    producer.send(topics.metrics, key=b"shop", value=codec.encode_batch(METRIC_EVENT, [*good[:25], bad]))
     producer.send(topics.metrics, key=b"shop", value=codec.encode_batch(METRIC_EVENT, good[25:]))
     producer.flush(30)
     producer.close()
