@@ -244,12 +244,16 @@ def _saturated(ctx: BenchContext, run: str) -> dict[str, float]:
     """
     bystander_port = _free_port()
     bystander = _Proc(["bystander", str(bystander_port)], ctx.workdir / f"{run}-bystander.log")
-    _wait_healthy(bystander, bystander_port)
-    proc, port = _start_processor(ctx, run)
+    proc: _Proc | None = None
     windows: dict[str, list[float]] = {"quiet": [], "elsewhere": [], "own": []}
     latencies: list[dict[str, float]] = []
     try:
+        _wait_healthy(bystander, bystander_port)
+        proc, port = _start_processor(ctx, run)
         time.sleep(WARMUP_S)
+        if _processed(port)[1] == 0:
+            raise RuntimeError("the processor processed none of the backlog: does it read LogBatch/MetricBatch "
+                               "(codec.decode_events)? TOCSIN_BENCH_EVENTS_PER_MESSAGE=1 sends single events")
         w = ctx.state["window_s"]
         for _ in range(ctx.state["rounds"]):
             for kind in windows:
@@ -264,7 +268,8 @@ def _saturated(ctx: BenchContext, run: str) -> dict[str, float]:
                 windows[kind].append((p1 - p0) / (t1 - t0))
         lag = _lag(port)
     finally:
-        proc.stop()
+        if proc is not None:
+            proc.stop()
         bystander.stop()
     if lag == 0:
         raise RuntimeError("the backlog ran out inside the windows: the figures would undercount; raise the backlog")
