@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+THROUGHPUT = ("events_per_s", "lines_per_s", "rows_per_s")
+BASELINES = ("kcat.", "kafka_python.", "quix.", "direct_insert.", "consume_decode.")
+"""Figures drawn grey: what tocsin is measured against (blue) in the same run."""
+
 
 def main(path: Path | None) -> int:
     if path is None:
@@ -23,7 +27,8 @@ def main(path: Path | None) -> int:
     doc = json.loads(path.read_text())
     panels = []
     for name, result in doc["benchmarks"].items():
-        figs = {k: v for k, v in result["figures"].items() if k.endswith("_per_s")}
+        figs = {k: v for k, v in result["figures"].items()
+                if k.endswith(THROUGHPUT) and not k.startswith(("load.", "baseline_min."))}
         if figs:
             panels.append((name, figs))
     if not panels:
@@ -36,7 +41,7 @@ def main(path: Path | None) -> int:
         med = [figs[k]["median"] for k in labels]
         err = [[figs[k]["median"] - figs[k]["min"] for k in labels],
                [figs[k]["max"] - figs[k]["median"] for k in labels]]
-        colors = ["#4C72B0" if k.startswith("tocsin") else "#999999" for k in labels]
+        colors = ["#999999" if k.startswith(BASELINES) else "#4C72B0" for k in labels]
         ax.barh(labels, med, xerr=err, color=colors, capsize=3)
         ax.invert_yaxis()
         ax.set_title(name, loc="left", fontsize=10)
