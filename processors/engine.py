@@ -47,6 +47,7 @@ MAX_ABS_VALUE = 1e15
 MIN_TS_US = 946_684_800_000_000
 """2000-01-01: anything earlier is a clock that was never set."""
 LATENCY_METRIC = "api_response_time"
+HEARTBEAT_METRIC = "tocsin_heartbeat"  # tocsin.heartbeat.HEARTBEAT_METRIC
 STATS_BUCKET_US = 60_000_000
 STATS_BUCKETS = 60
 """Per-service summary for the HTTP API: one hour in one-minute buckets."""
@@ -248,6 +249,12 @@ class Engine:
             feeds = ps.feeds_by_metric.get(name, ps.feeds_any_metric)
             if name == LATENCY_METRIC:
                 self._stats(rec["service"]).latency.add(ts, rec["value"])
+            elif name == HEARTBEAT_METRIC:  # self-monitoring: each component's last beat, as a health entry
+                component = rec["labels"].get("component", "?")
+                self.latest_health[(rec["service"], f"heartbeat:{component}")] = {
+                    "event_id": rec["event_id"], "ts": ts, "service": rec["service"], "host": rec["host"],
+                    "check": f"heartbeat:{component}", "status": "healthy", "response_time_ms": None,
+                    "details": {"component": component, "last_beat": str(ts)}, "error": None}
         else:
             feeds = ps.feeds
             if source == "logs":

@@ -61,3 +61,14 @@ def test_default_absence_rule_fires_for_the_component_that_stopped() -> None:
     out = [x for x in eng.take_transitions() if x.rule == "tocsin_component_silent"]
     assert states(out) == [("inactive", FIRING, "critical")]
     assert out[0].labels["component"] == "sink-notify"
+
+
+def test_heartbeats_show_as_health_entries_of_each_component() -> None:
+    from processors.rules import load_rules as _load
+
+    eng = engine(_load(DEFAULT_RULES), FakeWall(T0), grace_s=1)
+    ps = eng.add_partition("metrics", 0, "metrics")
+    eng.ingest(ps, "metrics", metric(T0, 1, "tocsin_heartbeat", service="tocsin", host="web-1",
+                                     component="sink-notify"))
+    entry = eng.latest_health[("tocsin", "heartbeat:sink-notify")]
+    assert (entry["status"], entry["host"], entry["details"]["component"]) == ("healthy", "web-1", "sink-notify")
