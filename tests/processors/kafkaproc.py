@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import random
 import signal
@@ -217,6 +218,19 @@ def paced_produce(cfgs: list[TocsinConfig], script: list[tuple[float, str, dict]
         for p in producers:
             p.close(timeout=10)
     return sent
+
+
+def start_paced_producer(cfgs: list[TocsinConfig], script: list[tuple[float, str, dict]],
+                         start_mono: float) -> multiprocessing.process.BaseProcess:
+    """``paced_produce`` in its own process: the test's polling must not hold up the real-time stream.
+
+    (A producer that stalls for longer than grace makes idle partitions' clocks move on and its next
+    events late, which no processor could be blamed for.) CLOCK_MONOTONIC is shared by processes.
+    """
+    proc = multiprocessing.get_context("spawn").Process(target=paced_produce, args=(cfgs, script, start_mono),
+                                                         daemon=True)
+    proc.start()
+    return proc
 
 
 def kafka_producer(cfg: TocsinConfig):

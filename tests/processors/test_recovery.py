@@ -8,7 +8,6 @@ known in advance: the pure engine run over the same script
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from pathlib import Path
 
@@ -25,9 +24,9 @@ from .kafkaproc import (
     expected_transitions,
     identities,
     incident_script,
-    paced_produce,
     processor_config,
     stamp,
+    start_paced_producer,
     wait_for,
     write_config,
 )
@@ -66,9 +65,8 @@ def test_sigkill_before_during_and_after_firing_changes_no_transition(kafka_boot
         time.sleep(8)  # both started and joined their groups
         script = stamp(incident_script(services, duration_s=45), now_us())
         expected = expected_transitions(clean, script)
-        producer = threading.Thread(target=paced_produce, args=([clean, crash], script, time.monotonic()))
-        start = time.monotonic()
-        producer.start()
+        start = time.monotonic() + 2  # the producer process starts on time
+        producer = start_paced_producer([clean, crash], script, start)
         kills = []
         for i, at in enumerate((2.0, 14.0, 30.0), start=1):  # before, during and after the first firings
             time.sleep(max(0.0, start + at - time.monotonic()))
@@ -78,6 +76,7 @@ def test_sigkill_before_during_and_after_firing_changes_no_transition(kafka_boot
             b = ProcessorProcess(tmp_path / "crash.yaml", tmp_path / f"crash-{i}.log").start()
             procs.append(b)
         producer.join(timeout=120)
+        assert producer.exitcode == 0
         _settle([clean, crash], len(expected))
         time.sleep(3)  # room for a stray duplicate to show up
         got_clean, got_crash = alert_events(clean), alert_events(crash)
@@ -106,14 +105,6 @@ def _spread(n: int, partitions: int) -> list[str]:
     return names
 
 
-def _committed(cfg, group: str, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = kafka_api.consumer(cfg.kafka, group_id=group)
-    try:
-        return {tp: consumer.committed(tp) or 0 for tp in parts}
-    finally:
-        consumer.close()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_three_processes_share_six_partitions_and_survive_losing_one(kafka_bootstrap, clickhouse_url, tmp_path):
@@ -125,19 +116,23 @@ def test_three_processes_share_six_partitions_and_survive_losing_one(kafka_boots
         time.sleep(10)  # all three joined: the group has rebalanced to 2 + 2 + 2 partitions per topic
         script = stamp(incident_script(services, duration_s=36), now_us())
         expected = expected_transitions(cfg, script)
-        start = time.monotonic()
-        producer = threading.Thread(target=paced_produce, args=([cfg], script, start))
-        producer.start()
-        time.sleep(max(0.0, start + 14 - time.monotonic()))
+        start = time.monotonic() + 2
+        producer = start_paced_producer([cfg], script, start)
         parts = [TopicPartition(t, p) for t in (cfg.kafka.topics.metrics, cfg.kafka.topics.logs) for p in range(6)]
-        before = _committed(cfg, cfg.processor.group_id, parts)
-        procs[1].kill()
-        killed_at = time.monotonic()
-        # Taken over = every partition commits progress again (the dead member's ones stall until then).
-        wait_for(lambda: all(o > before[tp] for tp, o in _committed(cfg, cfg.processor.group_id, parts).items()),
-                 60, "the survivors to take over", every_s=0.25)
-        takeover_s = time.monotonic() - killed_at
+        offsets = kafka_api.consumer(cfg.kafka, group_id=cfg.processor.group_id)  # reads commits, never joins
+        try:
+            time.sleep(max(0.0, start + 14 - time.monotonic()))
+            before = {tp: offsets.committed(tp) or 0 for tp in parts}
+            procs[1].kill()
+            killed_at = time.monotonic()
+            # Taken over = every partition commits progress again (the dead member's ones stall until then).
+            wait_for(lambda: all((offsets.committed(tp) or 0) > before[tp] for tp in parts),
+                     60, "the survivors to take over", every_s=0.25)
+            takeover_s = time.monotonic() - killed_at
+        finally:
+            offsets.close()
         producer.join(timeout=120)
+        assert producer.exitcode == 0
         _settle([cfg], len(expected))
         time.sleep(3)
         got = alert_events(cfg)
