@@ -37,12 +37,11 @@ from typing import Annotated, Any, Literal
 
 import jinja2
 import jinja2.sandbox
-import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 
 from processors.windows import DEFAULT_MAPPING, SlidingWindow
 from tocsin.config import format_validation_error
-from tocsin.configbase import StrictModel
+from tocsin.configbase import StrictModel, read_yaml
 from tocsin.errors import RuleError
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
@@ -483,14 +482,4 @@ def parse_rules(data: Any, origin: str = "<rules>") -> RuleSet:
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Reads and validates a rule file (the seed's defaults when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_RULES
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RuleError(f"{path}: cannot read rule file: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RuleError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
-    return parse_rules(data, str(path))
+    return parse_rules(read_yaml(path, "rule file", RuleError), str(path))

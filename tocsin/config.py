@@ -15,14 +15,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from processors.config import ProcessorConfig
 from producers.config import AgentsConfig
 from sinks.config import ClickHouseSinkConfig, NotifyConfig, SummaryConfig
 from tocsin import paths
-from tocsin.configbase import StrictModel
+from tocsin.configbase import StrictModel, read_yaml
 from tocsin.errors import ConfigError
 from tocsin.scheduler import JobsConfig
 
@@ -215,16 +214,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     origin = "defaults"
     if path is not None:
         origin = str(path)
-        try:
-            raw = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{origin}: cannot read config file: {exc.strerror or exc}") from exc
-        try:
-            loaded = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+        loaded = read_yaml(path, "config file")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
