@@ -11,6 +11,17 @@ from tocsin import supervisor
 from tocsin.cli.app import config_of
 from tocsin.services import SERVICES, builder, with_heartbeats
 
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class FieldsFormatter(logging.Formatter):
+    """Log lines are short sentences; the structured fields (``extra=``) follow as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        return line + "".join(f" {k}={v}" for k, v in fields.items()) if fields else line
+
 
 def start(
     ctx: typer.Context,
@@ -28,7 +39,9 @@ def start(
         record = supervisor.start_detached(service, cfg.source)
         typer.echo(f"{service} started: pid {record.pid}, log {record.log_file}")
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     component = with_heartbeats(cfg, service, builder(service)(cfg))
 
     def _stop(signum: int, _frame: object) -> None:
