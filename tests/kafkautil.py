@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import TopicPartition
@@ -49,3 +49,14 @@ def consume_all(cfg: KafkaConfig, topic: str, expect: int | None = None, timeout
             break
     consumer.close()
     return out
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.5) -> Any:
+    """The predicate's first truthy result; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,16 +129,6 @@ def alert_events(cfg: TocsinConfig, idle_s: float = 2.0) -> list[dict[str, Any]]
     """Every AlertEvent on the alerts topic, in (partition, offset) order."""
     codec = default_codec()
     return [codec.decode(m.value)[1] for m in consume_all(cfg.kafka, cfg.kafka.topics.alerts, idle_s=idle_s)]
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
 
 
 # -- scripted incidents -----------------------------------------------------------------------

@@ -4,11 +4,11 @@ event by event; a bad event inside a good batch is dead-lettered alone, re-encod
 from __future__ import annotations
 
 from schemas.codec import default_codec
-from tests.kafkautil import consume_all
+from tests.kafkautil import consume_all, wait_for
 from tocsin import kafka as kafka_api
 from tocsin.events import METRIC_EVENT, now_us
 
-from .kafkaproc import processor_config, running, wait_for
+from .kafkaproc import processor_config, running
 
 
 def test_a_batch_is_processed_event_by_event_and_its_bad_event_dead_lettered_alone(

@@ -15,7 +15,7 @@ import pytest
 from werkzeug import Request, Response
 
 from tests.conftest import make_config
-from tests.kafkautil import produce
+from tests.kafkautil import produce, wait_for
 from tocsin.config import TocsinConfig
 from tocsin.events import ALERT_EVENT, CONTROL_EVENT, now_us
 from tocsin.kafka import create_topics
@@ -95,13 +95,7 @@ def iso_seconds(ts_us: int) -> str:
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05,
                what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return wait_for(predicate, timeout_s, what, interval_s)
 
 
 @contextlib.contextmanager
