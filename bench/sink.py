@@ -15,9 +15,8 @@ import time
 import uuid
 from typing import Any
 
-from kafka import TopicPartition
-
 from bench.harness import BenchContext
+from bench.kafka import consume_decode
 from schemas.codec import default_codec
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_schema import migrate
@@ -82,27 +81,6 @@ def prepare(ctx: BenchContext) -> None:
     ctx.state.update(n=n, topic=topic, columns=columns)
 
 
-def _consume_decode(cfg: TocsinConfig, topic: str, n: int) -> float:
-    codec = default_codec()
-    consumer = kafka_api.consumer(cfg.kafka, group_id=None)
-    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    decode = codec.decode_events
-    seen = 0
-    started = time.perf_counter()
-    deadline = started + 600
-    while seen < n and time.perf_counter() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            for m in records:
-                seen += len(decode(m.value)[1])
-    elapsed = time.perf_counter() - started
-    consumer.close()
-    if seen < n:
-        raise RuntimeError(f"consumed {seen} of {n} events")
-    return elapsed
-
-
 def _direct_insert(cfg: TocsinConfig, columns: list[list[Any]], n: int) -> float:
     client = connect(cfg.clickhouse)
     migrate(client, cfg.clickhouse.database)
@@ -144,7 +122,7 @@ def _sink(cfg: TocsinConfig, n: int) -> tuple[float, float]:
 def run(ctx: BenchContext) -> dict[str, float]:
     n, topic, columns = ctx.state["n"], ctx.state["topic"], ctx.state["columns"]
     rep = f"r{ctx.repetition}_{uuid.uuid4().hex[:6]}"
-    consume = _consume_decode(_config(ctx, topic, f"bench_b_{rep}"), topic, n)
+    consume = consume_decode(_config(ctx, topic, f"bench_b_{rep}").kafka, topic, n, PARTITIONS)
     direct = _direct_insert(_config(ctx, topic, f"bench_a_{rep}"), columns, n)
     sink, bytes_per_row = _sink(_config(ctx, topic, f"bench_sink_{rep}"), n)
     client = connect(_config(ctx, topic, "bench_prepare").clickhouse)
