@@ -15,6 +15,7 @@ import pytest
 from kafka import TopicPartition
 
 from processors.service import partition_for
+from tests.kafkautil import wait_for
 from tocsin import kafka as kafka_api
 from tocsin.events import now_us
 
@@ -27,7 +28,6 @@ from .kafkaproc import (
     processor_config,
     stamp,
     start_paced_producer,
-    wait_for,
     write_config,
 )
 
