@@ -14,20 +14,13 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from tocsin.configbase import StrictModel
+from tocsin.configbase import ConsumerGroupConfig
 
 
-class ClickHouseSinkConfig(StrictModel):
+class ClickHouseSinkConfig(ConsumerGroupConfig):
     """Settings of ``tocsin start sink-clickhouse`` and of the reports built on its tables."""
 
     group_id: str = Field("tocsin-sink-clickhouse", description="Kafka consumer group of the sink.")
-    group_instance_id: str | None = Field(
-        None, description="Static group membership: a restarted sink with the same id resumes without a rebalance."
-    )
-    session_timeout_ms: int = Field(
-        10_000, ge=6_000, le=300_000,
-        description="Consumer session timeout; the broker's group.min.session.timeout.ms is 6000 by default.",
-    )
     batch_max_rows: int = Field(100_000, ge=1, description="Rows that close a batch (all partitions together).")
     batch_max_age_s: float = Field(1.0, gt=0, description="Age of the oldest buffered row that closes a batch.")
     batch_max_bytes: int = Field(

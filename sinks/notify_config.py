@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from tocsin.configbase import StrictModel
+from tocsin.configbase import ConsumerGroupConfig, StrictModel
 
 MatcherOp = Literal["=", "!=", "=~", "!~"]
 _MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
@@ -233,17 +233,10 @@ ReceiverConfig = Annotated[
 ]
 
 
-class NotifyConfig(StrictModel):
+class NotifyConfig(ConsumerGroupConfig):
     """Notification routing and receivers (the ``sink-notify`` service)."""
 
     group_id: str = Field("tocsin-sink-notify", description="Kafka consumer group over the alerts topic.")
-    group_instance_id: str | None = Field(
-        None, description="Static group membership: a restarted sink with the same id resumes without a rebalance."
-    )
-    session_timeout_ms: int = Field(
-        10_000, ge=6_000, le=300_000,
-        description="Consumer session timeout: how soon a crashed instance's partitions move (broker min 6000).",
-    )
     receivers: list[ReceiverConfig] = Field(default_factory=list, description="Named receivers routes send to.")
     route: RouteConfig = Field(default_factory=RouteConfig, description="The root of the route tree.")
     group_by: list[str] = Field(["service"], description="Root default of route.group_by.")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tocsin.errors import ConfigError
 
@@ -20,6 +20,19 @@ class StrictModel(BaseModel):
     """A frozen config section that rejects unknown keys (a typo is an error, not a default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ConsumerGroupConfig(StrictModel):
+    """What every consumer-group service shares; each sets its own ``group_id`` default."""
+
+    group_id: str = Field(description="Kafka consumer group.")
+    group_instance_id: str | None = Field(
+        None, description="Static group membership: a restarted instance with the same id resumes without a rebalance."
+    )
+    session_timeout_ms: int = Field(
+        10_000, ge=6_000, le=300_000,
+        description="Consumer session timeout: how soon a crashed instance's partitions move (broker min 6000).",
+    )
 
 
 def read_yaml(path: str | Path, what: str, error: type[ConfigError] = ConfigError) -> Any:

@@ -144,6 +144,12 @@ def own_checks(view: ServiceView, service: str, live: bool, lag: Mapping[tuple[s
     return checks
 
 
+def all_checks(view: ServiceView, service: str, live: bool, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
+    """The processor's own checks, then the latest HealthEvent per (service, check), sorted."""
+    latest = sorted(view.latest_health(), key=lambda h: (str(h.get("service")), str(h.get("check"))))
+    return own_checks(view, service, live, lag) + [health_check_doc(h) for h in latest]
+
+
 def overall_status(live: bool, checks: Iterable[Mapping[str, Any]]) -> str:
     """Unhealthy when not live; otherwise the worst check (an unknown status counts as degraded)."""
     if not live:
@@ -157,9 +163,7 @@ def detailed_doc(view: ServiceView, service: str) -> dict[str, Any]:
     """The seed's detailed health document."""
     live, _ = liveness(view)
     lag = dict(view.consumer_lag())
-    checks = own_checks(view, service, live, lag)
-    checks += [health_check_doc(h) for h in sorted(view.latest_health(),
-                                                   key=lambda h: (str(h.get("service")), str(h.get("check"))))]
+    checks = all_checks(view, service, live, lag)
     counters = view.counters()
     return {
         "overall_status": overall_status(live, checks),
@@ -213,9 +217,7 @@ def dashboard_doc(view: ServiceView, service: str) -> dict[str, Any]:
     """Everything the dashboard page draws."""
     live, reasons = liveness(view)
     lag = dict(view.consumer_lag())
-    checks = own_checks(view, service, live, lag)
-    checks += [health_check_doc(h) for h in sorted(view.latest_health(),
-                                                   key=lambda h: (str(h.get("service")), str(h.get("check"))))]
+    checks = all_checks(view, service, live, lag)
     active = sort_active(view.active_alerts())
     counters = view.counters()
     return {

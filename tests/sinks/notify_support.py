@@ -98,6 +98,15 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s
     return wait_for(predicate, timeout_s, what, interval_s)
 
 
+def deliver_one(cfg: TocsinConfig, rec: Any, service: str = "shop", severity: str = "critical") -> dict[str, Any]:
+    """Runs the sink over one firing alert until its first attempt settled; returns the sink's stats."""
+    with running_sink(cfg) as sink:
+        produce_alerts(cfg, [alert_event("error_rate", service, severity=severity)])
+        wait_until(lambda: rec.count() >= 1, what="one attempt")
+        wait_until(sink.idle, what="settled")
+        return sink.stats()
+
+
 @contextlib.contextmanager
 def running_sink(cfg: TocsinConfig) -> Iterator[Any]:
     """The notify sink on a thread; stopped and closed on exit."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.sinks import notify_support
 from tests.sinks.notify_support import (
     alert_event,
+    deliver_one,
     produce_alerts,
     query,
     record,
@@ -83,9 +84,6 @@ def test_warning_maps_to_warning_and_a_retry_never_doubles_a_trigger(notify_env,
 def test_400_invalid_event_is_not_retried(notify_env, httpserver):
     rec = record(httpserver, "/v2/enqueue", default=400)
     cfg = _cfg(notify_env, httpserver.url_for("/v2/enqueue"))
-    with running_sink(cfg) as sink:
-        produce_alerts(cfg, [alert_event("error_rate", "shop", severity="critical")])
-        wait_until(lambda: rec.count() >= 1, what="one attempt")
-        wait_until(sink.idle, what="settled")
+    deliver_one(cfg, rec)
     assert rec.count() == 1
     assert query(cfg, "SELECT status, http_status FROM {log}") == [("failed", 400)]

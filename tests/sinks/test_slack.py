@@ -6,6 +6,7 @@ from sinks.slack import COLOURS, RESOLVED_COLOUR
 from tests.sinks import notify_support
 from tests.sinks.notify_support import (
     alert_event,
+    deliver_one,
     produce_alerts,
     query,
     record,
@@ -77,10 +78,7 @@ def test_slack_429_with_retry_after_then_500_then_200_delivers_once(notify_env, 
 def test_slack_404_for_a_revoked_hook_is_final(notify_env, httpserver):
     rec = record(httpserver, "/gone", default=404)
     cfg = _cfg(notify_env, httpserver.url_for("/gone"))
-    with running_sink(cfg) as sink:
-        produce_alerts(cfg, [alert_event("error_rate", "shop", severity="critical")])
-        wait_until(lambda: rec.count() >= 1, what="one attempt")
-        wait_until(sink.idle, what="settled")
+    deliver_one(cfg, rec)
     assert rec.count() == 1
     assert query(cfg, "SELECT status, http_status FROM {log}") == [("failed", 404)]
 

@@ -10,6 +10,7 @@ from sinks.webhook import ZERO_TIME, webhook_payload
 from tests.sinks import notify_support
 from tests.sinks.notify_support import (
     alert_event,
+    deliver_one,
     produce_alerts,
     query,
     record,
@@ -110,11 +111,7 @@ def test_429_then_500_then_200_is_retried_to_one_success(notify_env, httpserver)
 def test_400_is_not_retried_and_is_logged_as_failed(notify_env, httpserver):
     rec = record(httpserver, "/hook", default=400)
     cfg = _cfg(notify_env, httpserver.url_for("/hook"))
-    with running_sink(cfg) as sink:
-        produce_alerts(cfg, [alert_event("error_rate", "search", severity="warning")])
-        wait_until(lambda: rec.count() >= 1, what="one attempt")
-        wait_until(sink.idle, what="settled")
-        assert sink.stats()["failed"] == 1
+    assert deliver_one(cfg, rec, "search", "warning")["failed"] == 1
     assert rec.count() == 1
     rows = query(cfg, "SELECT attempt, status, http_status, error FROM {log}")
     assert [(r[0], r[1], r[2]) for r in rows] == [(1, "failed", 400)]
