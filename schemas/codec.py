@@ -116,6 +116,10 @@ class SchemaRegistry:
         return self._by_fp.get(fp)
 
     @property
+    def versions(self) -> list[SchemaVersion]:
+        return list(self._by_fp.values())
+
+    @property
     def names(self) -> list[str]:
         return sorted(self._latest)
 
@@ -133,6 +137,12 @@ class Codec:
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
         self._writers: dict[str, tuple[bytes, Any]] = {}
+        # fingerprint -> (name, writer, reader or None when they are the same version): a plain dict
+        # lookup on the hot path, and it never grows with whatever fingerprints bad input carries.
+        self._resolved: dict[bytes, tuple[str, Any, Any]] = {}
+        for v in registry.versions:
+            reader = registry.latest(v.name)
+            self._resolved[v.fingerprint] = (v.name, v.parsed, None if reader is v else reader.parsed)
 
     def _writer(self, name: str) -> tuple[bytes, Any]:
         w = self._writers.get(name)
@@ -167,13 +177,14 @@ class Codec:
         """Returns ``(record name, record)``; any failure raises ``DecodeError``."""
         if not data or len(data) < HEADER_LEN:
             raise DecodeError(f"message of {len(data or b'')} bytes is shorter than the 10-byte header")
+        if type(data) is not bytes:
+            data = bytes(data)  # memoryview/bytearray: slices below must be hashable bytes
         if data[:2] != MAGIC:
             raise DecodeError(f"not Avro single-object encoding: marker {data[:2].hex()} != c301")
-        fp = bytes(data[2:HEADER_LEN])
-        pair = self._resolution(fp)
-        if pair is None:
-            raise DecodeError(f"unknown writer schema fingerprint {fp[::-1].hex()}")
-        name, writer, reader = pair
+        resolved = self._resolved.get(data[2:HEADER_LEN])
+        if resolved is None:
+            raise DecodeError(f"unknown writer schema fingerprint {data[2:HEADER_LEN][::-1].hex()}")
+        name, writer, reader = resolved
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
@@ -183,15 +194,6 @@ class Codec:
         if buf.tell() != len(data):
             raise DecodeError(f"{name} body has {len(data) - buf.tell()} trailing bytes")
         return name, record
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - one codec per process, bounded
-    def _resolution(self, fp: bytes) -> tuple[str, Any, Any] | None:
-        writer = self.registry.by_fingerprint(fp)
-        if writer is None:
-            return None
-        reader = self.registry.latest(writer.name)
-        # Same version: skip schema resolution, which fastavro does per call.
-        return writer.name, writer.parsed, (None if reader is writer else reader.parsed)
 
 
 @functools.cache
