@@ -1,4 +1,4 @@
-"""``python -m bench <name>|all [--quick] [--json FILE] [--repeats N]``."""
+"""``python -m bench <name>|all [--quick] [--json FILE] [--repeats N]``; ``plot FILE``; ``table FILE``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from bench import harness
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("name", help=f"one of: all, plot, {', '.join(harness.available())}")
-    parser.add_argument("file", nargs="?", type=Path, help="with plot: the JSON written by --json")
+    parser.add_argument("name", help=f"one of: all, plot, table, {', '.join(harness.available())}")
+    parser.add_argument("file", nargs="?", type=Path, help="with plot or table: the JSON written by --json")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (CI)")
     parser.add_argument("--json", type=Path, dest="json_path", help="write all figures to this JSON file")
     parser.add_argument("--repeats", type=int, help="repetitions (default 3, 1 with --quick)")
@@ -21,6 +21,10 @@ def cli(argv: list[str] | None = None) -> int:
         from bench import plot
 
         return plot.main(args.file)
+    if args.name == "table":
+        from bench import table
+
+        return table.main(args.file)
     names = harness.available() if args.name == "all" else [args.name]
     unknown = [n for n in names if n not in harness.available()]
     if unknown:

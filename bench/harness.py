@@ -91,7 +91,7 @@ def summarize(samples: dict[str, list[float]], ratios: dict[str, tuple[str, str]
     return {"figures": figures, "ratios": out_ratios}
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
     if abs(x) >= 1e6:
         return f"{x / 1e6:,.2f}M"
     if abs(x) >= 1e4:
@@ -104,7 +104,7 @@ def print_result(name: str, result: dict[str, Any], out=sys.stdout) -> None:
     width = max((len(k) for k in result["figures"]), default=10)
     print(f"  {'figure':<{width}}  {'min':>10} {'median':>10} {'max':>10}", file=out)
     for fig, s in result["figures"].items():
-        print(f"  {fig:<{width}}  {_fmt(s['min']):>10} {_fmt(s['median']):>10} {_fmt(s['max']):>10}", file=out)
+        print(f"  {fig:<{width}}  {fmt(s['min']):>10} {fmt(s['median']):>10} {fmt(s['max']):>10}", file=out)
     for rname, r in result["ratios"].items():
         print(f"  ratio {rname}: {r['value']:.3f}  ({r['numerator']} / {r['denominator']}, medians)", file=out)
 

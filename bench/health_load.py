@@ -90,8 +90,10 @@ def _config_data(ctx: BenchContext, run: str, port: int, start: str) -> dict[str
         "kafka": {"bootstrap_servers": ctx.bootstrap, "topics": {**topics, "partitions": PARTITIONS}},
         "clickhouse": {"url": f"chdb://{ctx.workdir / 'chdb'}"},
         "api": {"token": TOKEN, "http_addr": f"127.0.0.1:{port}"},
+        # A poll of ~5,000 events, as with single-event messages: with 5,000 messages of 100 events a poll
+        # is seconds of work, and the windows' processed counts would move in steps of that size.
         "processor": {"group_id": f"bench-health-{run}-{uuid.uuid4().hex[:6]}", "start_without_commit": start,
-                      "heartbeat_interval_s": 0},
+                      "heartbeat_interval_s": 0, "max_poll_records": max(1, 5000 // EVENTS_PER_MESSAGE)},
     }
 
 
