@@ -126,21 +126,15 @@ def _baseline(cfg: TocsinConfig, n: int) -> tuple[float, int]:
     return elapsed, seen - first
 
 
-def process(cfg: TocsinConfig, n: int, profile: str | None = None) -> tuple[float, int, dict[str, Any]]:
+def process(cfg: TocsinConfig, n: int) -> tuple[float, int, dict[str, Any]]:
     """Runs the real service until it consumed ``n`` records; (seconds, records, counters) from the first data."""
     from processors.service import ProcessorService
 
     svc = ProcessorService(cfg)
     svc.start()
-    profiler = None
     try:
         while not svc.engine.partitions:  # join the group and get the assignment first
             svc.run_once(poll_timeout_ms=200)
-        if profile:
-            from pyinstrument import Profiler
-
-            profiler = Profiler()
-            profiler.start()
         counters = svc.engine.counters
         while counters.consumed == 0:
             svc.run_once(poll_timeout_ms=500)
@@ -149,10 +143,6 @@ def process(cfg: TocsinConfig, n: int, profile: str | None = None) -> tuple[floa
         while counters.consumed < n and time.perf_counter() < deadline:
             svc.run_once(poll_timeout_ms=500)
         elapsed = time.perf_counter() - started
-        if profiler is not None:
-            profiler.stop()
-            with open(profile, "w") as f:
-                f.write(profiler.output_text(unicode=False, color=False))
         result = {**counters.as_dict(), "series": svc.engine.series_count()}
     finally:
         svc.close()
