@@ -61,7 +61,7 @@ def kafka_broker() -> Iterator[str]:
     from tocsin import localkafka
 
     data_dir = Path(tempfile.mkdtemp(prefix="tocsin-bench-kafka-"))
-    state = localkafka.up(data_dir=data_dir)
+    state = localkafka.up(data_dir=data_dir, owner_pid=os.getpid(), remove_on_orphan=True)
     try:
         yield state.bootstrap
     finally:

@@ -2,7 +2,8 @@
 beside kcat (librdkafka, C) producing and consuming the same payloads in the same run.
 
 The kcat figures are the ceiling a Python client is measured against; the
-ratios say how much of it kafka-python plus fastavro keep.
+ratios say how much of it kafka-python plus fastavro keep, with kafka-python's
+record reader and with tocsin's (``tocsin.kafkafetch``, what tocsin's consumers use).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from tocsin.events import LOG_EVENT, now_us
 DESCRIPTION = "produce and consume+decode N LogEvents: kafka-python vs kcat"
 RATIOS = {
     "produce tocsin/kcat": ("tocsin.produce_events_per_s", "kcat.produce_events_per_s"),
-    "consume tocsin/kcat": ("tocsin.consume_decode_events_per_s", "kcat.consume_events_per_s"),
+    "consume+decode kafka-python/kcat": ("kafka_python.consume_decode_events_per_s", "kcat.consume_events_per_s"),
+    "consume+decode tocsin reader/kcat": ("tocsin.consume_decode_events_per_s", "kcat.consume_events_per_s"),
 }
 PARTITIONS = 6
 KEY_DELIM = b"\t@@K@@\t"
@@ -81,29 +83,35 @@ def _produce_python(cfg: KafkaConfig, topic: str, payloads: list[tuple[bytes, by
     return elapsed
 
 
-def consume_decode(cfg: KafkaConfig, topic: str, n: int, partitions: int = PARTITIONS) -> float:
-    """Seconds to consume and decode ``n`` events from the start of ``topic`` (single or batched messages).
+def consume_decode(cfg: KafkaConfig, topics: str | list[str], n: int, partitions: int = PARTITIONS,
+                   lean: bool = False) -> tuple[float, int]:
+    """``(seconds, events)`` consuming and decoding ``n`` events from the start of ``topics``, timed from the
+    first fetched record (as the stages are: joining and the first fetch are not throughput).
 
     The baseline of every consuming stage: what kafka-python plus the codec cost before any work.
+    ``lean`` reads batches with tocsin's record reader (``tocsin.kafkafetch``) instead of kafka-python's.
     """
     codec = default_codec()
-    consumer = kafka_api.consumer(cfg, group_id=None)
-    parts = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer = kafka_api.consumer(cfg.model_copy(update={"lean_reader": lean}), group_id=None)
+    parts = [TopicPartition(t, p) for t in ([topics] if isinstance(topics, str) else topics)
+             for p in range(partitions)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     decode = codec.decode_events
-    seen = 0
-    started = time.perf_counter()
-    deadline = started + 600
+    seen = first = 0
+    started = None
+    deadline = time.perf_counter() + 600
     while seen < n and time.perf_counter() < deadline:
         for records in consumer.poll(timeout_ms=500).values():
             for m in records:
                 seen += len(decode(m.value)[1])
-    elapsed = time.perf_counter() - started
+        if started is None and seen:
+            started, first = time.perf_counter(), seen
+    elapsed = time.perf_counter() - (started or 0)
     consumer.close()
     if seen < n:
         raise RuntimeError(f"consumed {seen} of {n} events")
-    return elapsed
+    return elapsed, seen - first
 
 
 def _kcat(args: list[str], **kw) -> float:
@@ -118,13 +126,15 @@ def run(ctx: BenchContext) -> dict[str, float]:
     py_topic, kc_topic = _new_topic(cfg, "py"), _new_topic(cfg, "kcat")
     produce_py = _produce_python(cfg, py_topic, payloads)
     consume_py = consume_decode(cfg, py_topic, n)
+    consume_lean = consume_decode(cfg, py_topic, n, lean=True)
     produce_kc = _kcat(["-P", "-b", ctx.bootstrap, "-t", kc_topic, "-K", KEY_DELIM.decode(),
                         "-D", MSG_DELIM.decode(), "-l", str(path), "-X", "acks=all", "-q"])
     consume_kc = _kcat(["-C", "-b", ctx.bootstrap, "-t", kc_topic, "-o", "beginning", "-e", "-q",
                         "-c", str(n), "-f", "%s"])
     return {
         "tocsin.produce_events_per_s": n / produce_py,
-        "tocsin.consume_decode_events_per_s": n / consume_py,
+        "kafka_python.consume_decode_events_per_s": consume_py[1] / consume_py[0],
+        "tocsin.consume_decode_events_per_s": consume_lean[1] / consume_lean[0],
         "kcat.produce_events_per_s": n / produce_kc,
         "kcat.consume_events_per_s": n / consume_kc,
         "payload_bytes_avg": sum(len(v) for _, v in payloads) / n,

@@ -1,5 +1,6 @@
-"""Processor throughput: decode, windows and the default rules over a pre-filled topic, beside a loop that
-only consumes and decodes the same topics with kafka-python, in the same run.
+"""Processor throughput: decode, windows and the default rules over a pre-filled topic, beside loops that
+only consume and decode the same topics, with kafka-python's record reader (the baseline) and with
+tocsin's (``tocsin.kafkafetch``, which the processor uses), in the same run.
 
 The data: 10,000 metric series (2,000 hosts of 500 services, each host sending api_response_time,
 database_query_time, cpu_usage, memory_usage and disk_usage{mount="/"}) plus their services' log lines
@@ -10,21 +11,26 @@ consumer group from the earliest offset) driven until it has consumed everything
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 import uuid
 from typing import Any
 
-from kafka import TopicPartition
-
 from bench.harness import BenchContext
+from bench.kafka import consume_decode
+from processors.service import GC_THRESHOLDS
 from schemas.codec import default_codec
 from tocsin import kafka as kafka_api
 from tocsin.config import TocsinConfig
 from tocsin.events import LOG_EVENT, METRIC_EVENT, now_us
 
 DESCRIPTION = "events/s through decode, windows and rules (default rules) vs consume+decode only"
-RATIOS = {"processor/consume+decode": ("tocsin.process_events_per_s", "kafka_python.consume_decode_events_per_s")}
+RATIOS = {
+    "processor/consume+decode": ("tocsin.process_events_per_s", "kafka_python.consume_decode_events_per_s"),
+    "processor/consume+decode with tocsin's reader": ("tocsin.process_events_per_s",
+                                                      "tocsin_reader.consume_decode_events_per_s"),
+}
 PARTITIONS = 6
 METRICS = ("api_response_time", "database_query_time", "cpu_usage", "memory_usage", "disk_usage")
 LOG_SHARE = 0.15
@@ -70,9 +76,12 @@ def mixed_events(n: int, series: int, seed: int = 1, end_us: int | None = None) 
     return out
 
 
-def bench_config(ctx: BenchContext, **processor: Any) -> TocsinConfig:
+def bench_config(ctx: BenchContext, inputs: str | None = None, **processor: Any) -> TocsinConfig:
+    """Fresh topics for one run; with ``inputs``, that run's logs and metrics topics (already filled)."""
     run = f"bench.proc.{uuid.uuid4().hex[:8]}"
     topics = {t: f"{run}.{t}" for t in ("logs", "metrics", "health", "alerts", "control", "deadletter")}
+    if inputs:
+        topics.update(logs=f"{inputs}.logs", metrics=f"{inputs}.metrics")
     cfg = TocsinConfig.model_validate({
         "kafka": {"bootstrap_servers": ctx.bootstrap, "topics": {**topics, "partitions": PARTITIONS}},
         "processor": {"group_id": f"{run}.group", "start_without_commit": "earliest", "heartbeat_interval_s": 0,
@@ -95,35 +104,13 @@ def fill(cfg: TocsinConfig, events: list[tuple[str, dict[str, Any]]]) -> int:
 
 
 def prepare(ctx: BenchContext) -> None:
+    """Fills the input topics once; the events are not kept, so the measured process holds only its own state
+    (a million event dicts in the heap would make every garbage collection of either side slower)."""
     n = ctx.n(1_000_000, 60_000)
-    series = ctx.n(10_000, 2_000)
-    events = mixed_events(n, series)
-    ctx.state.update(n=n, series=series, events=events)
-
-
-def _baseline(cfg: TocsinConfig, n: int) -> tuple[float, int]:
-    """Consume and decode everything; (seconds, records) timed from the first non-empty poll on."""
-    codec = default_codec()
-    consumer = kafka_api.consumer(cfg.kafka, group_id=None)
-    parts = [TopicPartition(t, p) for t in (cfg.kafka.topics.metrics, cfg.kafka.topics.logs) for p in range(PARTITIONS)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    decode = codec.decode
-    seen, first = 0, 0
-    started = None
-    deadline = time.perf_counter() + 600
-    while seen < n and time.perf_counter() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            for m in records:
-                decode(m.value)
-            seen += len(records)
-        if started is None and seen:
-            started, first = time.perf_counter(), seen  # like the processor: timed once data flows
-    elapsed = time.perf_counter() - (started or 0)
-    consumer.close()
-    if seen < n:
-        raise RuntimeError(f"baseline consumed {seen} of {n} events")
-    return elapsed, seen - first
+    cfg = bench_config(ctx)
+    fill(cfg, mixed_events(n, ctx.n(10_000, 2_000)))
+    ctx.state.update(n=n, inputs=cfg.kafka.topics.logs.rsplit(".", 1)[0])
+    gc.collect()
 
 
 def process(cfg: TocsinConfig, n: int) -> tuple[float, int, dict[str, Any]]:
@@ -152,17 +139,25 @@ def process(cfg: TocsinConfig, n: int) -> tuple[float, int, dict[str, Any]]:
 
 
 def run(ctx: BenchContext) -> dict[str, float]:
-    n, events = ctx.state["n"], ctx.state["events"]
-    cfg = bench_config(ctx)
-    fill(cfg, events)
-    base_s, base_n = _baseline(cfg, n)
-    proc_s, proc_n, counters = process(cfg, n)
-    base_us, proc_us = base_s / base_n * 1e6, proc_s / proc_n * 1e6
+    """Both sides in the same process settings: the processor's garbage-collector thresholds, set for the run."""
+    n = ctx.state["n"]
+    cfg = bench_config(ctx, inputs=ctx.state["inputs"])  # fresh group and output topics, same input
+    topics = [cfg.kafka.topics.metrics, cfg.kafka.topics.logs]
+    saved = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        base_s, base_n = consume_decode(cfg.kafka, topics, n, PARTITIONS)
+        lean_s, lean_n = consume_decode(cfg.kafka, topics, n, PARTITIONS, lean=True)
+        proc_s, proc_n, counters = process(cfg, n)
+    finally:
+        gc.set_threshold(*saved)
+    base_us, lean_us, proc_us = base_s / base_n * 1e6, lean_s / lean_n * 1e6, proc_s / proc_n * 1e6
     return {
         "kafka_python.consume_decode_events_per_s": 1e6 / base_us,
+        "tocsin_reader.consume_decode_events_per_s": 1e6 / lean_us,
         "tocsin.process_events_per_s": 1e6 / proc_us,
         "tocsin.process_us_per_event": proc_us,
-        "tocsin.added_us_per_event": proc_us - base_us,
+        "tocsin.added_us_per_event": proc_us - lean_us,
         "tocsin.series": counters["series"],
         "tocsin.transitions": counters["transitions"],
         "tocsin.late_events": counters["late"],

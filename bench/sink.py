@@ -122,7 +122,7 @@ def _sink(cfg: TocsinConfig, n: int) -> tuple[float, float]:
 def run(ctx: BenchContext) -> dict[str, float]:
     n, topic, columns = ctx.state["n"], ctx.state["topic"], ctx.state["columns"]
     rep = f"r{ctx.repetition}_{uuid.uuid4().hex[:6]}"
-    consume = consume_decode(_config(ctx, topic, f"bench_b_{rep}").kafka, topic, n, PARTITIONS)
+    consume_s, consumed = consume_decode(_config(ctx, topic, f"bench_b_{rep}").kafka, topic, n, PARTITIONS)
     direct = _direct_insert(_config(ctx, topic, f"bench_a_{rep}"), columns, n)
     sink, bytes_per_row = _sink(_config(ctx, topic, f"bench_sink_{rep}"), n)
     client = connect(_config(ctx, topic, "bench_prepare").clickhouse)
@@ -131,7 +131,7 @@ def run(ctx: BenchContext) -> dict[str, float]:
     return {
         "sink.rows_per_s": n / sink,
         "direct_insert.rows_per_s": n / direct,
-        "consume_decode.rows_per_s": n / consume,
-        "baseline_min.rows_per_s": min(n / direct, n / consume),
+        "consume_decode.rows_per_s": consumed / consume_s,
+        "baseline_min.rows_per_s": min(n / direct, consumed / consume_s),
         "sink.on_disk_bytes_per_log_row": bytes_per_row,
     }

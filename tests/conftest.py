@@ -54,7 +54,7 @@ def kafka_bootstrap() -> Iterator[str]:
 
     data_dir = Path(tempfile.mkdtemp(prefix="tocsin-test-kafka-"))
     try:
-        state = localkafka.up(data_dir=data_dir)
+        state = localkafka.up(data_dir=data_dir, owner_pid=os.getpid(), remove_on_orphan=True)
     except LocalKafkaError as exc:
         pytest.fail(f"no Kafka broker for the tests: {exc}", pytrace=False)
     os.environ["TOCSIN_TEST_KAFKA_DATA"] = str(data_dir)

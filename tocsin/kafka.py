@@ -17,6 +17,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError as _KafkaError
 from kafka.errors import TopicAlreadyExistsError
 
+from tocsin import kafkafetch
 from tocsin.config import KafkaConfig
 from tocsin.errors import KafkaError
 
@@ -60,11 +61,18 @@ def producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
 
 
 def consumer(cfg: KafkaConfig, *topics: str, group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
-    """A consumer with manual commits; subscribe later if ``topics`` is empty."""
+    """A consumer with manual commits; subscribe later if ``topics`` is empty.
+
+    With ``cfg.lean_reader`` (the default) its fetched batches are read by ``tocsin.kafkafetch``.
+    """
     try:
-        return KafkaConsumer(*topics, **{**cfg.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id, **overrides})
+        client = KafkaConsumer(*topics, **{**cfg.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id,
+                                           **overrides})
     except _KafkaError as exc:
         raise _wrap(exc, "connecting a consumer", cfg) from exc
+    if cfg.lean_reader and not kafkafetch.install(client):
+        log.debug("kafka-python's internals differ from 3.0's: its own record reader stays")
+    return client
 
 
 def admin(cfg: KafkaConfig) -> KafkaAdminClient:

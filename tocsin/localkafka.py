@@ -5,6 +5,11 @@ with Maven (``docker/kafka/pom.xml``), formats the storage once, starts
 ``kafka.Kafka`` in the background and waits until a metadata request
 succeeds. Its pid and address are recorded in ``DATA_DIR/state.json`` so that
 ``up()`` twice reuses the running broker and ``down()`` can stop it.
+
+A broker started for a test run or a benchmark (``up(owner_pid=...)``) gets a
+watcher process: when the owner dies without calling ``down()`` (SIGKILL, a CI
+timeout), the watcher stops the broker and removes its scratch directory, so no
+JVM outlives the run that needed it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -31,6 +37,7 @@ POM_DIR = paths.REPO_ROOT / "docker" / "kafka"
 DEFAULT_HEAP = "768m"  # a 2-core, 24 GiB machine shared with the test suite
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+WATCH_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -169,8 +176,13 @@ def _log_tail(data_dir: Path, n: int = 30) -> str:
 
 
 def up(port: int | None = None, data_dir: Path | None = None, heap: str = DEFAULT_HEAP,
-       timeout_s: float = START_TIMEOUT_S) -> BrokerState:
-    """Starts the local broker, or returns the one already running for ``data_dir``."""
+       timeout_s: float = START_TIMEOUT_S, owner_pid: int | None = None, remove_on_orphan: bool = False
+       ) -> BrokerState:
+    """Starts the local broker, or returns the one already running for ``data_dir``.
+
+    With ``owner_pid`` the new broker is stopped when that process dies (and ``data_dir`` removed
+    with ``remove_on_orphan``): for brokers that belong to one test run or benchmark.
+    """
     data_dir = Path(data_dir or default_data_dir()).resolve()
     state = running(data_dir)
     if state is not None and (port is None or port == state.port) and metadata_ok(state.bootstrap, timeout_s=10):
@@ -211,6 +223,8 @@ def up(port: int | None = None, data_dir: Path | None = None, heap: str = DEFAUL
         if proc.poll() is not None:
             raise LocalKafkaError(f"the broker exited with {proc.returncode} while starting:\n{_log_tail(data_dir)}")
         if metadata_ok(state.bootstrap, timeout_s=2):
+            if owner_pid is not None:
+                _start_watcher(owner_pid, proc.pid, data_dir if remove_on_orphan else None)
             return state
         time.sleep(0.5)
     _stop_pid(proc.pid)
@@ -240,6 +254,26 @@ def _stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     return True
 
 
+def _start_watcher(owner_pid: int, broker_pid: int, remove: Path | None) -> None:
+    args = [str(owner_pid), str(broker_pid)] + ([str(remove)] if remove else [])
+    subprocess.Popen([sys.executable, "-m", "tocsin.localkafka", *args], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def watch(owner_pid: int, broker_pid: int, remove: Path | None = None) -> None:
+    """Until the broker stops: once ``owner_pid`` is gone, stop the broker (and remove ``remove``).
+
+    Runs in its own session, so killing the owner's process group does not take it along.
+    """
+    while _pid_alive(broker_pid):
+        if not _pid_alive(owner_pid):
+            _stop_pid(broker_pid)
+            if remove is not None:
+                shutil.rmtree(remove, ignore_errors=True)
+            return
+        time.sleep(WATCH_INTERVAL_S)
+
+
 def down(data_dir: Path | None = None, timeout_s: float = STOP_TIMEOUT_S) -> BrokerState | None:
     """Stops the recorded broker, gracefully then forcefully; returns what was stopped."""
     data_dir = Path(data_dir or default_data_dir()).resolve()
@@ -250,3 +284,7 @@ def down(data_dir: Path | None = None, timeout_s: float = STOP_TIMEOUT_S) -> Bro
         _stop_pid(state.pid, timeout_s)
     (data_dir / "state.json").unlink(missing_ok=True)
     return state
+
+
+if __name__ == "__main__":  # the watcher: python -m tocsin.localkafka OWNER_PID BROKER_PID [DIR]
+    watch(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -72,3 +72,31 @@ def test_unreachable_kafka_exits_3_with_a_hint(home_env: dict[str, str]) -> None
     proc = _tocsin("topics", "list", env=env, timeout=120)
     assert proc.returncode == 3
     assert "tocsin kafka up" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_broker_whose_owner_is_killed_is_stopped_and_its_directory_removed(tmp_path: Path) -> None:
+    """What keeps a SIGKILLed test run or benchmark from leaving a JVM behind."""
+    data_dir = tmp_path / "owned"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\n"
+         "from pathlib import Path\n"
+         "from tocsin import localkafka\n"
+         "s = localkafka.up(data_dir=Path(sys.argv[1]), owner_pid=os.getpid(), remove_on_orphan=True)\n"
+         "print(s.pid, flush=True)\n"
+         "time.sleep(600)\n", str(data_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        broker_pid = int(owner.stdout.readline())  # type: ignore[union-attr]
+        assert localkafka._pid_alive(broker_pid)
+        time.sleep(2 * localkafka.WATCH_INTERVAL_S)
+        assert localkafka._pid_alive(broker_pid), "the watcher stopped the broker while its owner lived"
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + localkafka.STOP_TIMEOUT_S + 15
+    while localkafka._pid_alive(broker_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not localkafka._pid_alive(broker_pid), "the broker outlived its owner"
+    while data_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not data_dir.exists()
