@@ -477,6 +477,7 @@ class ProcessorService(Component):
                 engine.drop_partition(key)
                 self._forget(key)
         fresh: list[TopicPartition] = []
+        kept: list[TopicPartition] = []
         for tp in sorted(assigned):
             key = (tp.topic, tp.partition)
             if key in engine.partitions:
@@ -487,8 +488,17 @@ class ProcessorService(Component):
                     self._forget(key)
                 else:
                     consumer.seek(tp, self._positions[key])  # go on where we were (maybe mid-replay)
+                    kept.append(tp)
                     continue
             fresh.append(tp)
+        if kept:
+            # The rebalance may have left a backlog on partitions we kept: measure it now. A lag from before
+            # (or from a highwater that kafka-python keeps across the rebalance) could read 0 and let the tick
+            # move their clocks past events not read yet: false absence alerts, late events.
+            ends = consumer.end_offsets(kept)
+            for tp in kept:
+                key = (tp.topic, tp.partition)
+                self._lag[key] = max(0, ends[tp] - self._positions[key])
         if not fresh:
             return
         self._setup_partitions(fresh)
