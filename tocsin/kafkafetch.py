@@ -182,7 +182,7 @@ class LeanPartitionRecords(_Base or object):  # type: ignore[misc]
                     topic, partition, epoch, offset, max_ts if log_append else first_ts + ts_delta, ts_type,
                     key, value, headers, None, -1 if key is None else klen, -1 if value is None else vlen,
                     header_size))
-        except IndexError as exc:
+        except (IndexError, ValueError) as exc:  # as kafka-python: a short buffer, a header key not UTF-8
             raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from None
         finally:
             self.records_read += read
