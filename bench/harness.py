@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -135,10 +136,15 @@ def environment() -> dict[str, Any]:
 
     from tocsin import localkafka
 
+    versions = {}
+    for dist in ("fastavro", "chdb", "clickhouse-connect", "quixstreams"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist.replace("-", "_")] = importlib.metadata.version(dist)
     return {
         "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "platform": platform.platform(), "kafka_python": kafka.__version__,
-        "kafka_broker": localkafka.kafka_version(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kafka_broker": localkafka.kafka_version(), **versions,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 

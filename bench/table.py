@@ -60,9 +60,12 @@ def _cell(fig: dict[str, Any], unit: str) -> str:
 def render(doc: dict[str, Any]) -> str:
     """The markdown table (and a line naming the machine) for ``doc``."""
     env = doc.get("environment", {})
+    extras = ", ".join(f"{name} {env[key]}" for key, name in (("fastavro", "fastavro"), ("chdb", "chdb"),
+                                                                   ("quixstreams", "Quix Streams")) if key in env)
     lines = [
         f"{env.get('cpus', '?')} cores ({env.get('machine', '?')}), Python {env.get('python', '?')}, "
-        f"kafka-python {env.get('kafka_python', '?')}, Apache Kafka {env.get('kafka_broker', '?')}, "
+        f"kafka-python {env.get('kafka_python', '?')}, Apache Kafka {env.get('kafka_broker', '?')}"
+        f"{', ' + extras if extras else ''}, "
         f"{'--quick, 1 repetition' if doc.get('quick') else 'full sizes, medians of 3'}; run {env.get('when', '?')}",
         "",
         "| stage | tocsin: median (min-max) | baseline in the same run | ratio | target |",
