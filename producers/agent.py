@@ -48,6 +48,10 @@ class AgentService(Component):
         for component in self.components:
             component.start()
 
+    def stuck(self, now: float | None = None) -> str | None:
+        """The first agent whose loop stopped (hung, or ended with an error while the others run)."""
+        return next((f"{self.name}/{name}" for c in self.components if (name := c.stuck(now))), None)
+
     def _run_one(self, component: Component) -> None:
         try:
             component.run()

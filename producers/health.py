@@ -247,10 +247,15 @@ class HealthScheduler(Component):
         self.last_results: list[dict[str, Any]] = []
         self._producer: Any = None
 
+    @property
+    def stall_after_s(self) -> float:
+        return max(self.STALL_AFTER_S, 3 * self.interval_s)  # one turn a interval: three missed is stuck
+
     def run(self) -> None:
         from tocsin import kafka as kafka_api
 
         while not self.stopping:
+            self.mark_progress()
             self.last_results = self.prober.run_all()
             self.runs += 1
             try:

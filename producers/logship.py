@@ -252,6 +252,7 @@ class LogShipper(Component):
         self.start()
         poll = self.settings.poll_interval_s
         while not self.stopping:
+            self.mark_progress()
             now = time.monotonic()
             if self._producer is None and not self._connect(now):
                 self._stop.wait(min(poll, max(0.0, self._retry_at - now)) or poll)

@@ -174,6 +174,10 @@ class MetricsAgent(Component):
             log.warning("Kafka unreachable; this sample is skipped.", extra={"error": str(exc)})
             return False
 
+    @property
+    def stall_after_s(self) -> float:
+        return max(self.STALL_AFTER_S, 3 * self.interval_s)  # one turn a interval: three missed is stuck
+
     def run(self) -> None:
         from schemas.codec import default_codec
 
@@ -184,6 +188,7 @@ class MetricsAgent(Component):
         key = self.cfg.agents.service.encode()
         next_at = time.monotonic()
         while not self.stopping:
+            self.mark_progress()
             events = self.sampler.sample()
             self.samples += 1
             if self._ensure_producer():

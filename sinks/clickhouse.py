@@ -171,6 +171,7 @@ class ClickHouseSink(Component):
 
     def run(self) -> None:
         while not self.stopping:
+            self.mark_progress()
             self._step()
         self._drain()
 

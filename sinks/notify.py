@@ -203,6 +203,7 @@ class NotifySink(Component):
         self._loop_thread = threading.current_thread()
         try:
             while not self.stopping:
+                self.mark_progress()
                 self.step()
         finally:
             self._loop_idle.set()

@@ -12,6 +12,7 @@ idempotent, and every component works as a context manager::
 from __future__ import annotations
 
 import threading
+import time
 from types import TracebackType
 from typing import Self
 
@@ -20,11 +21,32 @@ class Component:
     """Base class: a stop event, idempotent ``close()`` and context-manager support."""
 
     name = "component"
+    STALL_AFTER_S = 120.0
+    """A loop that reports progress and has not for this long is stuck: its heartbeats stop."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._closed = False
         self._close_lock = threading.Lock()
+        self._progress_at: float | None = None
+
+    def mark_progress(self) -> None:
+        """Called by ``run()`` loops once a turn: proof of life for heartbeats, so a hung loop goes silent."""
+        self._progress_at = time.monotonic()
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds since the loop last marked progress; 0 for components that never report it."""
+        if self._progress_at is None:
+            return 0.0
+        return (time.monotonic() if now is None else now) - self._progress_at
+
+    @property
+    def stall_after_s(self) -> float:
+        return self.STALL_AFTER_S
+
+    def stuck(self, now: float | None = None) -> str | None:
+        """The name of a loop of this component that stopped making progress, or None."""
+        return self.name if self.stalled_for(now) > self.stall_after_s else None
 
     @property
     def stopping(self) -> bool:

@@ -10,6 +10,7 @@ silence.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,8 @@ from kafka import KafkaProducer
 from schemas.codec import default_codec
 from tocsin.component import Component
 from tocsin.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
+
+log = logging.getLogger(__name__)
 
 SERVICE = "tocsin"
 HEARTBEAT_METRIC = "tocsin_heartbeat"
@@ -65,10 +68,12 @@ class Heartbeat:
 class HeartbeatLoop(Component):
     """Heartbeats for the services of a ``tocsin start`` process, sent while each one's loop runs.
 
-    A service whose ``run()`` has ended (crashed, or the process was killed)
-    stops beating, which the ``tocsin_component_silent`` absence rule turns into
-    an alert. Services may expose ``heartbeat_figures() -> Figures`` to add their
-    throughput, lag and errors.
+    A service whose ``run()`` has ended (crashed, or the process was killed),
+    or whose loop stopped making progress (``Component.stuck``: hung on a lock or
+    a call that never returns), stops beating, which the
+    ``tocsin_component_silent`` absence rule turns into an alert. Services may
+    expose ``heartbeat_figures() -> Figures`` to add their throughput, lag and
+    errors.
     """
 
     name = "heartbeat"
@@ -78,6 +83,7 @@ class HeartbeatLoop(Component):
         self.cfg, self.group, self.names, self.interval_s = cfg, group, names, interval_s
         self._producer: KafkaProducer | None = None
         self.beats: dict[str, Heartbeat] = {}
+        self.stuck: set[str] = set()
 
     def start(self) -> None:
         from tocsin import kafka as kafka_api
@@ -94,8 +100,19 @@ class HeartbeatLoop(Component):
     def run(self) -> None:
         while not self._stop.wait(1.0):
             for name, beat in self.beats.items():
-                if self.group.alive(name):
-                    beat.maybe_send()
+                if not self.group.alive(name):
+                    continue
+                stuck = self.group.members[name].stuck()
+                if stuck is not None:  # silence, so tocsin_component_silent fires for a hung loop too
+                    if name not in self.stuck:
+                        log.warning("a service loop stopped making progress: heartbeats withheld",
+                                    extra={"service": name, "loop": stuck})
+                    self.stuck.add(name)
+                    continue
+                if name in self.stuck:
+                    log.info("a service loop is making progress again", extra={"service": name})
+                    self.stuck.discard(name)
+                beat.maybe_send()
 
     def _release(self) -> None:
         if self._producer is not None:

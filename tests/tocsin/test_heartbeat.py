@@ -3,6 +3,7 @@ default absence rule alerts per component when the beats stop."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -72,3 +73,66 @@ def test_heartbeats_show_as_health_entries_of_each_component() -> None:
                                      component="sink-notify"))
     entry = eng.latest_health[("tocsin", "heartbeat:sink-notify")]
     assert (entry["status"], entry["host"], entry["details"]["component"]) == ("healthy", "web-1", "sink-notify")
+
+
+class _Hangs(Component):
+    """A loop that marks progress, hangs (alive, no progress), then goes on when released."""
+
+    STALL_AFTER_S = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.release = threading.Event()
+
+    def run(self) -> None:
+        self.mark_progress()
+        self.release.wait(30)
+        while not self.stopping:
+            self.mark_progress()
+            self._stop.wait(0.1)
+
+
+def test_a_hung_loop_stops_beating_while_its_thread_lives_and_beats_again_when_it_moves(tocsin_config) -> None:
+    import threading
+
+    from tocsin.services import ServiceGroup
+
+    hung = _Hangs()
+    group = with_heartbeats(tocsin_config, "sink-notify", ServiceGroup({"sink-notify": hung}))
+    beats = group.members["heartbeat"]
+    beats.interval_s = 0.3
+    with group:
+        t = threading.Thread(target=group.run)
+        t.start()
+        time.sleep(4)
+        assert group.alive("sink-notify") and beats.stuck == {"sink-notify"}
+        released_us = time.time_ns() // 1000
+        hung.release.set()
+        time.sleep(3)
+        assert beats.stuck == set()
+        group.stop()
+        t.join(30)
+    events = [e for m in consume_all(tocsin_config.kafka, tocsin_config.kafka.topics.metrics, idle_s=2)
+              for e in default_codec().decode_events(m.value)[1] if e["name"] == "tocsin_heartbeat"]
+    ts = sorted(e["ts"] for e in events)
+    assert ts and ts[-1] > released_us, "no beats after the loop moved again"
+    assert max(b - a for a, b in itertools.pairwise(ts)) > 2_000_000, "beats went on while the loop hung"
+
+
+def test_the_agent_names_the_part_that_stopped() -> None:
+    from producers.agent import AgentService
+    from tocsin.config import TocsinConfig
+
+    agent = AgentService(TocsinConfig())
+    quiet, moving, never = Component(), Component(), Component()
+    quiet.name, moving.name, never.name = "metrics", "logship", "health"
+    agent.components = [never, moving, quiet]
+    now = time.monotonic()
+    moving.mark_progress()
+    quiet._progress_at = now - 500  # its loop ended (an error) or hangs
+    assert never.stuck(now) is None, "a component that never reports progress is never stuck"
+    assert agent.stuck(now) == "agent/metrics"
+    quiet.mark_progress()
+    assert agent.stuck() is None
