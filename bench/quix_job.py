@@ -11,6 +11,7 @@ in production.
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
 import time
 from typing import Any
@@ -56,7 +57,12 @@ def run_quix(bootstrap: str, topic: str, n_events: int, idle_timeout_s: float = 
         sdf = sdf.sliding_window(duration_ms=WINDOW_MS).count().current()
         sdf = sdf.filter(lambda w: w["value"] > THRESHOLD).update(breach)
         started = time.perf_counter()
-        app.run(timeout=idle_timeout_s, collect=False)
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            app.run(timeout=idle_timeout_s, collect=False)
+        finally:  # Application.run installs its own SIGINT/SIGTERM handlers: the harness must stay killable
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
     if seen["events"] < n_events:
         raise RuntimeError(f"quix consumed {seen['events']} of {n_events} events")
     busy = seen["last"] - started
