@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 THROUGHPUT = ("events_per_s", "lines_per_s", "rows_per_s")
-BASELINES = ("kcat.", "kafka_python.", "quix.", "direct_insert.", "consume_decode.")
+BASELINES = ("kcat.", "kafka_python.", "tocsin_reader.", "quix.", "direct_insert.", "consume_decode.")
 """Figures drawn grey: what tocsin is measured against (blue) in the same run."""
 
 

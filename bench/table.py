@@ -44,8 +44,10 @@ ROWS = [
         "rss_bytes_per_series.1x", "same series at 1x", "about 1 (grows with series)"),
     Row("/health p99 at 200 req/s, processor live at 10k events/s", "health_load", "health.live_p99_ms", "ms",
         target="< 10 ms"),
-    Row("processor events/s with /health load on it", "health_load", "tocsin.loaded_events_per_s", "events/s",
-        "tocsin.baseline_events_per_s", "the same processor, no load", ">= 0.95"),
+    Row("events/s the processor handles meanwhile (10k/s offered, lag 0 at the end)", "health_load",
+        "tocsin.live_events_per_s", "events/s", target=">= 9.5k (drop < 5 %)"),
+    Row("saturated capacity with that /health load on it (stress figure)", "health_load",
+        "tocsin.loaded_events_per_s", "events/s", "tocsin.baseline_events_per_s", "the same processor, no load"),
     Row("metrics agent CPU, 10 s interval, 2 watched processes", "agent_overhead",
         "projected_cpu_percent_at_10s_with_processes", "% of a core", target="< 1 %"),
 ]
