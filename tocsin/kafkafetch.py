@@ -110,6 +110,8 @@ class LeanPartitionRecords(_Base or object):  # type: ignore[misc]
         end = len(buf)
         read = 0
         try:
+            # Every varint is decoded inline, one-byte case first, not through a helper: a call per field
+            # is most of what made kafka-python's reader slow. The repetition below is on purpose.
             for _ in range(count):
                 b = buf[pos]  # length: varint
                 if b < 0x80:
