@@ -46,8 +46,9 @@ def main(path: Path | None) -> int:
         ax.invert_yaxis()
         ax.set_title(name, loc="left", fontsize=10)
         ax.set_xlabel("per second (median, min-max)")
-        for y, v in enumerate(med):
-            ax.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
+        for y, (v, k) in enumerate(zip(med, labels, strict=True)):
+            ax.text(figs[k]["max"], y, f"  {v:,.0f}", va="center", fontsize=8)  # right of the range bar
+        ax.set_xlim(0, max(figs[k]["max"] for k in labels) * 1.22)  # room for the labels
     env = doc.get("environment", {})
     fig.suptitle(f"Tocsin benchmarks: {env.get('cpus', '?')} cores, Python {env.get('python', '?')}, "
                  f"Kafka {env.get('kafka_broker', '?')}", fontsize=10)
