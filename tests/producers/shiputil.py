@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from producers.logship import LogShipper
 from schemas.codec import default_codec
-from tests.kafkautil import consume_all
+from tests.kafkautil import consume_all, wait_for
 from tocsin.config import TocsinConfig
 
 FAST_SHIP = {"poll_interval_s": 0.05, "scan_interval_s": 0.2, "checkpoint_interval_s": 0.2, "rotate_wait_s": 0.5,
@@ -21,6 +25,22 @@ def numbered(i: int, pad: int = 0) -> str:
     """One JSON log line carrying its number (``seq``)."""
     return json.dumps({"timestamp": "2024-03-01T12:00:00Z", "level": "info", "logger": "t",
                        "message": f"line {i}" + "x" * pad, "seq": i}) + "\n"
+
+
+@contextlib.contextmanager
+def running(shipper: LogShipper) -> Iterator[threading.Thread]:
+    """The shipper started and run on a thread for the block; closed and joined after it."""
+    thread = threading.Thread(target=lambda: (shipper.start(), shipper.run()), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        shipper.close()
+        thread.join(10)
+
+
+def wait_acked(shipper: LogShipper, n: int, timeout_s: float = 30.0) -> None:
+    wait_for(lambda: shipper.stats.acked >= n, timeout_s, f"{n} lines acknowledged", every_s=0.05)
 
 
 def write_config(tmp_path: Path, cfg: TocsinConfig, **logship: Any) -> Path:

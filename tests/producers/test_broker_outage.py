@@ -15,7 +15,7 @@ import pytest
 from producers.config import LogInputConfig, LogShipConfig
 from producers.logship import LogShipper
 from tests.conftest import make_config
-from tests.producers.shiputil import FAST_SHIP, numbered, seq_counts, shipped
+from tests.producers.shiputil import FAST_SHIP, numbered, seq_counts, shipped, wait_acked
 from tocsin import localkafka
 from tocsin.kafka import create_topics
 
@@ -61,10 +61,7 @@ def test_broker_down_for_20_s_loses_no_line_and_pauses_reading(own_broker, click
     write_thread.start()
     max_inflight = 0
     try:
-        deadline = time.monotonic() + 30
-        while shipper.stats.acked < 5000 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert shipper.stats.acked >= 5000, "the shipper did not start shipping"
+        wait_acked(shipper, 5000)  # the shipper started shipping
         localkafka.down(data_dir)
         down_at = time.monotonic()
         while time.monotonic() - down_at < OUTAGE_S:

@@ -6,14 +6,23 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from producers.config import LogInputConfig, LogShipConfig
 from producers.logship import LogShipper
-from tests.producers.shiputil import FAST_SHIP, env_for, numbered, seq_counts, shipped, write_config
+from tests.kafkautil import wait_for
+from tests.producers.shiputil import (
+    FAST_SHIP,
+    env_for,
+    numbered,
+    running,
+    seq_counts,
+    shipped,
+    wait_acked,
+    write_config,
+)
 
 
 def _ship(cfg, inputs, state=False, **settings):
@@ -106,20 +115,13 @@ def test_file_deleted_while_open_is_finished_then_forgotten(tocsin_config, tmp_p
     writer.flush()
     shipper = LogShipper(tocsin_config, inputs=[LogInputConfig(paths=[str(log)], service="shop")],
                          state_file=tmp_path / "state", settings=LogShipConfig(**FAST_SHIP))
-    thread = threading.Thread(target=lambda: (shipper.start(), shipper.run()), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while shipper.stats.acked < 1000 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(shipper):
+        wait_acked(shipper, 1000)
         os.unlink(log)
         writer.write("".join(numbered(i) for i in range(1000, 1500)))  # the writer still holds the file
         writer.close()
-        while (shipper.stats.deleted_files < 1 or shipper.tailers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        shipper.close()
-        thread.join(10)
+        wait_for(lambda: shipper.stats.deleted_files >= 1 and not shipper.tailers, 30,
+                 "the deleted file finished and forgotten", every_s=0.05)
     assert shipper.stats.deleted_files == 1 and not shipper.tailers
     counts = seq_counts(shipped(tocsin_config, expect=1500))
     assert set(counts) == set(range(1500))
@@ -174,19 +176,11 @@ def test_new_files_matching_a_glob_are_picked_up(tocsin_config, tmp_path):
     (tmp_path / "a.log").write_text("".join(numbered(i) for i in range(10)))
     shipper = LogShipper(tocsin_config, inputs=[LogInputConfig(paths=[str(tmp_path / "*.log*")], service="shop")],
                          state_file=False, settings=LogShipConfig(**FAST_SHIP))
-    thread = threading.Thread(target=lambda: (shipper.start(), shipper.run()), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while shipper.stats.acked < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(shipper):
+        wait_acked(shipper, 10)
         (tmp_path / "b.log").write_text("".join(numbered(i) for i in range(10, 30)))
         (tmp_path / "ignored.log.gz").write_bytes(b"\x1f\x8b" + bytes(100))
-        while shipper.stats.acked < 30 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        shipper.close()
-        thread.join(10)
+        wait_acked(shipper, 30)
     assert shipper.stats.acked == 30 and len(shipper.tailers) == 2  # the compressed rotation is excluded
     assert set(seq_counts(shipped(tocsin_config, expect=30))) == set(range(30))
 
@@ -230,12 +224,9 @@ def test_a_topic_kafka_refuses_pauses_and_retries_without_crashing(tocsin_config
     log.write_text("".join(numbered(i) for i in range(10)))
     shipper = LogShipper(cfg, inputs=[LogInputConfig(paths=[str(log)], service="shop")], state_file=False,
                          settings=LogShipConfig(**FAST_SHIP))
-    thread = threading.Thread(target=lambda: (shipper.start(), shipper.run()), daemon=True)
-    thread.start()
-    time.sleep(2.0)
-    alive = thread.is_alive()
-    shipper.close()
-    thread.join(10)
+    with running(shipper) as thread:
+        time.sleep(2.0)
+        alive = thread.is_alive()
     assert alive and shipper.stats.rewinds >= 2 and shipper.stats.acked == 0
     assert all(t.read_pos == 0 for t in shipper.tailers.values())  # nothing consumed without an ack
 
@@ -245,20 +236,12 @@ def test_truncated_file_is_read_again_from_the_start(tocsin_config, tmp_path):
     log.write_text("".join(numbered(i) for i in range(100)))
     shipper = LogShipper(tocsin_config, inputs=[LogInputConfig(paths=[str(log)], service="shop")],
                          state_file=tmp_path / "state", settings=LogShipConfig(**FAST_SHIP))
-    thread = threading.Thread(target=lambda: (shipper.start(), shipper.run()), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while shipper.stats.acked < 100 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(shipper):
+        wait_acked(shipper, 100)
         with open(log, "r+") as f:  # truncate in place, as copytruncate does (no copy kept here)
             f.truncate(0)
             f.write("".join(numbered(i) for i in range(100, 120)))
-        while shipper.stats.acked < 120 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        shipper.close()
-        thread.join(10)
+        wait_acked(shipper, 120)
     assert shipper.stats.truncations == 1
     counts = seq_counts(shipped(tocsin_config, expect=120))
     assert set(counts) == set(range(120)) and max(counts.values()) == 1
