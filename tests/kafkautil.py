@@ -51,12 +51,19 @@ def consume_all(cfg: KafkaConfig, topic: str, expect: int | None = None, timeout
     return out
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.5) -> Any:
-    """The predicate's first truthy result; AssertionError naming ``what`` after ``timeout_s``."""
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.5,
+             ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """The predicate's first truthy result; AssertionError naming ``what`` (and the last result) after
+    ``timeout_s``. Exceptions of the ``ignore`` types count as a falsy result (a server still starting)."""
     deadline = time.monotonic() + timeout_s
+    last: Any = None
     while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
+        try:
+            last = predicate()
+        except ignore as exc:
+            last = exc
+        else:
+            if last:
+                return last
         time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what} (last: {last!r})")

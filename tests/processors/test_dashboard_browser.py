@@ -24,8 +24,6 @@ from tests.processors.test_http_e2e import (
     Running,
     active_alert,
     inject_incident,
-    processor_config,
-    running_processor,
     wait_for,
 )
 
@@ -37,13 +35,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 HOSTILE = '<script>window.__tocsin_pwned = 1</script><img src=x onerror="window.__tocsin_pwned = 2">'
 
-
-@pytest.fixture(scope="module")
-def proc(kafka_bootstrap: str, clickhouse_url: str) -> Iterator[Running]:
-    with running_processor(processor_config(kafka_bootstrap, clickhouse_url)) as running:
-        wait_for("the processor to report healthy",
-                 lambda: requests.get(f"{running.url}/health", timeout=5).status_code == 200, timeout_s=90)
-        yield running
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from processors.http.app import SEED_PREFIX
 from processors.service import ProcessorService
 from processors.view import ProcessorView, ServiceView
 from schemas.codec import default_codec
+from tests import kafkautil
 from tests.conftest import make_config, unique
 from tests.kafkautil import consume_all, produce
 from tocsin.config import TocsinConfig
@@ -85,16 +86,9 @@ def running_processor(cfg: TocsinConfig) -> Iterator[Running]:
         assert not loop.is_alive() and not closer.is_alive(), "the processor did not stop within 150 s"
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            last = probe()
-            if last:
-                return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """``tests.kafkautil.wait_for`` for HTTP probes: a refused or failed request is a "not yet"."""
+    return kafkautil.wait_for(probe, timeout_s, what, every_s=0.25, ignore=(requests.RequestException,))
 
 
 def inject_incident(cfg: TocsinConfig, service: str, *, errors: int = 40, message: str = "payment gateway timeout",
@@ -117,14 +111,6 @@ def inject_incident(cfg: TocsinConfig, service: str, *, errors: int = 40, messag
 def active_alert(url: str, service: str) -> dict[str, Any] | None:
     body = requests.get(f"{url}/api/alerts", headers=AUTH, params={"service": service}, timeout=10).json()
     return next((a for a in body["active"]["items"] if a["rule"] == "error_rate"), None)
-
-
-@pytest.fixture(scope="module")
-def proc(kafka_bootstrap: str, clickhouse_url: str) -> Iterator[Running]:
-    with running_processor(processor_config(kafka_bootstrap, clickhouse_url)) as running:
-        wait_for("the processor to report healthy",
-                 lambda: requests.get(f"{running.url}/health", timeout=5).status_code == 200, timeout_s=90)
-        yield running
 
 
 def test_the_service_is_a_service_view(proc: Running) -> None:

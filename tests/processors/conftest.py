@@ -1,0 +1,19 @@
+"""Fixtures shared by the processor's HTTP tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.processors.test_http_e2e import Running, processor_config, running_processor, wait_for
+
+
+@pytest.fixture(scope="module")
+def proc(kafka_bootstrap: str, clickhouse_url: str) -> Iterator[Running]:
+    """A processor with its HTTP API in its own process, healthy, for one test module."""
+    with running_processor(processor_config(kafka_bootstrap, clickhouse_url)) as running:
+        wait_for("the processor to report healthy",
+                 lambda: requests.get(f"{running.url}/health", timeout=5).status_code == 200, timeout_s=90)
+        yield running
