@@ -7,7 +7,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import fastavro
@@ -20,7 +20,7 @@ from sinks.clickhouse import PENDING_PREFIX, ClickHouseSink, pending_end
 from sinks.clickhouse_ingest import FaultSwitch, Framer, Group, IngestWriter, container, read_long
 from sinks.clickhouse_schema import migrate
 from tests.conftest import make_config
-from tests.kafkautil import consume_all
+from tests.kafkautil import consume_all, wait_for
 from tocsin import kafka as kafka_api
 from tocsin.errors import DecodeError, StoreError
 from tocsin.events import ALERT_EVENT, CONTROL_EVENT, HEALTH_EVENT, LOG_EVENT, METRIC_EVENT, now_us
@@ -30,15 +30,6 @@ def _log(i: int, base: int, service: str = "shop") -> dict:
     return {"event_id": f"log-{i}", "ts": base + i, "service": service, "host": "h1",
             "level": "ERROR" if i % 5 == 0 else "INFO", "logger": "app", "message": f"line {i}",
             "trace_id": None if i % 2 else f"trace-{i}", "attrs": {"n": str(i)}}
-
-
-def _wait(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -117,8 +108,10 @@ def test_every_kind_of_event_lands_once_and_bad_records_go_to_the_dead_letter_to
 
     client, db = connect(cfg.clickhouse), cfg.clickhouse.database
     with running(ClickHouseSink(cfg)) as sink:
-        _wait(lambda: sink.stats["deadlettered"] >= 3 and _count(client, db, "logs") >= 1310, 60, "all logs")
-        _wait(lambda: _count(client, db, "metrics") == 200 and _count(client, db, "alerts") == 1, 30, "the rest")
+        wait_for(lambda: sink.stats["deadlettered"] >= 3 and _count(client, db, "logs") >= 1310, 60, "all logs",
+                 every_s=0.1)
+        wait_for(lambda: _count(client, db, "metrics") == 200 and _count(client, db, "alerts") == 1, 30,
+                 "the rest", every_s=0.1)
     assert _count(client, db, "logs") == 1310
     assert client.query(f"SELECT uniqExact(event_id), countIf(trace_id = ''), sum(toUInt32(attrs['n'])) "
                         f"FROM `{db}`.logs").result_rows == [(1310, 650 + 5, sum(range(1300)) + sum(
@@ -177,7 +170,7 @@ def test_a_range_recorded_before_a_crash_is_reformed_whole_so_its_tokens_match(s
     # Batches of 64 would cut 0..599 differently: only the recorded range keeps the tokens equal.
     small = cfg.model_copy(update={"sink_clickhouse": cfg.sink_clickhouse.model_copy(update={"batch_max_rows": 64})})
     with running(ClickHouseSink(small)) as sink:
-        _wait(lambda: _committed(cfg, [tp]).get(tp) == 1000, 60, "offset 1000 committed")
+        wait_for(lambda: _committed(cfg, [tp]).get(tp) == 1000, 60, "offset 1000 committed", every_s=0.1)
         assert sink.stats["recovered_ranges"] == 1
     assert client.query(f"SELECT count(), uniqExact(event_id) FROM `{db}`.logs").result_rows == [(1000, 1000)]
     assert client.query(f"SELECT sum(events) FROM `{db}`.log_counts_1m").result_rows == [(1000,)]
@@ -201,13 +194,13 @@ def test_an_outage_pauses_the_consumer_and_retries_until_clickhouse_is_back(sink
 
     client, db = connect(cfg.clickhouse), cfg.clickhouse.database
     with running(ClickHouseSink(cfg)) as sink:
-        _wait(lambda: sink.stats["insert_failures"] >= 3, 30, "failed inserts")
+        wait_for(lambda: sink.stats["insert_failures"] >= 3, 30, "failed inserts", every_s=0.1)
         assert sink._paused, "the consumer must be paused while inserts fail"
         assert sink.stats["batches"] == 0
         assert _count(client, db, "logs") == 0
         flag.unlink()
-        _wait(lambda: _count(client, db, "logs") >= 5000, 30, "all rows after the outage")
-        _wait(lambda: not sink._paused, 10, "resume")
+        wait_for(lambda: _count(client, db, "logs") >= 5000, 30, "all rows after the outage", every_s=0.1)
+        wait_for(lambda: not sink._paused, 10, "resume", every_s=0.1)
     assert client.query(f"SELECT count(), uniqExact(event_id) FROM `{db}`.logs").result_rows == [(5000, 5000)]
 
 
