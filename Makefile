@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PYTHON) -m tocsin.demo
+	$(PYTHON) -m tocsin.app.demo
 
 test: setup
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

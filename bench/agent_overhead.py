@@ -17,12 +17,12 @@ import time
 import uuid
 
 import psutil
+from tocsin.producers.config import MetricsAgentConfig
+from tocsin.producers.metrics import MetricsSampler
 
 from bench.harness import BenchContext
-from producers.config import MetricsAgentConfig
-from producers.metrics import MetricsSampler
-from tocsin import kafka as kafka_api
-from tocsin.config import KafkaConfig
+from tocsin.app.config import KafkaConfig
+from tocsin.core import kafka as kafka_api
 
 DESCRIPTION = "metrics agent CPU at the default 10 s interval (target < 1 % of a core)"
 RATIOS: dict[str, tuple[str, str]] = {}
@@ -48,7 +48,7 @@ def run(ctx: BenchContext) -> dict[str, float]:
                                   "agents": {"metrics": {"interval_s": INTERVAL_S}}}))
     env = {**os.environ, "TOCSIN_CONFIG": str(config)}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    proc = subprocess.Popen([sys.executable, "-c", "from tocsin.cli import main; main()", "agent", "metrics"],
+    proc = subprocess.Popen([sys.executable, "-c", "from tocsin.app.cli import main; main()", "agent", "metrics"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ps = psutil.Process(proc.pid)

@@ -21,14 +21,14 @@ from typing import Any
 
 import yaml
 from kafka import TopicPartition
+from tocsin.processors.rules import DEFAULT_RULES
+from tocsin.schemas.codec import default_codec
 
 from bench.harness import BenchContext
 from bench.processor import bench_config
-from processors.rules import DEFAULT_RULES
-from schemas.codec import default_codec
-from tocsin import kafka as kafka_api
-from tocsin.config import KafkaConfig, TocsinConfig
-from tocsin.events import METRIC_EVENT, now_us
+from tocsin.app.config import KafkaConfig, TocsinConfig
+from tocsin.core import kafka as kafka_api
+from tocsin.core.events import METRIC_EVENT, now_us
 
 DESCRIPTION = "produce of a breaching event -> its AlertEvent, p50/p99, under background load"
 RATIOS: dict[str, tuple[str, str]] = {}
@@ -72,7 +72,7 @@ def _start_processor(cfg: TocsinConfig, workdir: Path) -> subprocess.Popen:
     data["processor"]["start_without_commit"] = "latest"
     config_file = workdir / "tocsin.yaml"
     config_file.write_text(yaml.safe_dump(data))
-    code = "import sys; from tocsin.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
+    code = "import sys; from tocsin.app.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
     log = open(workdir / "processor.log", "ab")  # noqa: SIM115 - owned by the child
     with socket.socket() as sock:  # the processor serves its HTTP API too: on a free port
         sock.bind(("127.0.0.1", 0))

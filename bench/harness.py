@@ -59,7 +59,7 @@ def kafka_broker() -> Iterator[str]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
-    from tocsin import localkafka
+    from tocsin.core import localkafka
 
     data_dir = Path(tempfile.mkdtemp(prefix="tocsin-bench-kafka-"))
     state = localkafka.up(data_dir=data_dir, owner_pid=os.getpid(), remove_on_orphan=True)
@@ -134,7 +134,7 @@ def run_one(name: str, ctx: BenchContext, repeats: int) -> dict[str, Any]:
 def environment() -> dict[str, Any]:
     import kafka
 
-    from tocsin import localkafka
+    from tocsin.core import localkafka
 
     versions = {}
     for dist in ("fastavro", "chdb", "clickhouse-connect", "quixstreams"):

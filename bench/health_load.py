@@ -59,8 +59,9 @@ def _batches(n_events: int, start_us: int, spread_us: int, first: int = 0) -> li
 
     Message ``m`` (counting from ``first``) goes to service ``m % SERVICES``, alternating logs and metrics.
     """
-    from schemas.codec import default_codec
-    from tocsin.events import LOG_EVENT, METRIC_EVENT
+    from tocsin.schemas.codec import default_codec
+
+    from tocsin.core.events import LOG_EVENT, METRIC_EVENT
 
     codec = default_codec()
     out = []
@@ -104,9 +105,9 @@ def _free_port() -> int:
 
 
 def prepare(ctx: BenchContext) -> None:
-    from tocsin import kafka as kafka_api
-    from tocsin.config import KafkaConfig, TopicsConfig
-    from tocsin.events import now_us
+    from tocsin.app.config import KafkaConfig, TopicsConfig
+    from tocsin.core import kafka as kafka_api
+    from tocsin.core.events import now_us
 
     run = f"bench_health_{uuid.uuid4().hex[:8]}"
     topics = {name: f"{run}.{name}" for name in ("logs", "metrics", "health", "alerts", "control", "deadletter")}
@@ -330,10 +331,11 @@ def run(ctx: BenchContext) -> dict[str, float]:
 
 def _serve(config_path: str) -> None:
     """The processor service with its HTTP API, until SIGTERM."""
-    from processors.http import create_app, serve, stop
-    from processors.service import ProcessorService
-    from processors.view import ProcessorView
-    from tocsin.config import load_config
+    from tocsin.processors.http import create_app, serve, stop
+    from tocsin.processors.service import ProcessorService
+    from tocsin.processors.view import ProcessorView
+
+    from tocsin.app.config import load_config
 
     cfg = load_config(config_path, env={})
     service = ProcessorService(cfg)
@@ -355,7 +357,7 @@ class _IdleView:
     """A ServiceView of a healthy processor with nothing going on: what the bystander server reads."""
 
     def counters(self) -> Any:
-        from processors.view import Counters
+        from tocsin.processors.view import Counters
 
         return Counters()
 
@@ -395,8 +397,9 @@ class _IdleView:
 
 def _bystander(port: int) -> None:
     """The same HTTP app in a process of its own, until SIGTERM."""
-    from processors.http import create_app, serve
-    from tocsin.config import TocsinConfig
+    from tocsin.processors.http import create_app, serve
+
+    from tocsin.app.config import TocsinConfig
 
     cfg = TocsinConfig.model_validate({"api": {"token": TOKEN, "http_addr": f"127.0.0.1:{port}"}})
     serve(create_app(_IdleView(), cfg), cfg)
@@ -405,9 +408,9 @@ def _bystander(port: int) -> None:
 
 def _produce(config_path: str, rate: float, seconds: float) -> None:
     """``rate`` events/s for ``seconds``, in batches, paced every 10 ms."""
-    from tocsin import kafka as kafka_api
-    from tocsin.config import load_config
-    from tocsin.events import now_us
+    from tocsin.app.config import load_config
+    from tocsin.core import kafka as kafka_api
+    from tocsin.core.events import now_us
 
     cfg = load_config(config_path, env={})
     topics = {"logs": cfg.kafka.topics.logs, "metrics": cfg.kafka.topics.metrics}

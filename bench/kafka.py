@@ -3,7 +3,7 @@ beside kcat (librdkafka, C) producing and consuming the same payloads in the sam
 
 The kcat figures are the ceiling a Python client is measured against; the
 ratios say how much of it kafka-python plus fastavro keep, with kafka-python's
-record reader and with tocsin's (``tocsin.kafkafetch``, what tocsin's consumers use).
+record reader and with tocsin's (``tocsin.core.kafkafetch``, what tocsin's consumers use).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import time
 import uuid
 
 from kafka import TopicPartition
+from tocsin.schemas.codec import default_codec
 
 from bench.harness import BenchContext
-from schemas.codec import default_codec
-from tocsin import kafka as kafka_api
-from tocsin.config import KafkaConfig, TopicsConfig
-from tocsin.events import LOG_EVENT, now_us
+from tocsin.app.config import KafkaConfig, TopicsConfig
+from tocsin.core import kafka as kafka_api
+from tocsin.core.events import LOG_EVENT, now_us
 
 DESCRIPTION = "produce and consume+decode N LogEvents: kafka-python vs kcat"
 RATIOS = {
@@ -89,7 +89,7 @@ def consume_decode(cfg: KafkaConfig, topics: str | list[str], n: int, partitions
     first fetched record (as the stages are: joining and the first fetch are not throughput).
 
     The baseline of every consuming stage: what kafka-python plus the codec cost before any work.
-    ``lean`` reads batches with tocsin's record reader (``tocsin.kafkafetch``) instead of kafka-python's.
+    ``lean`` reads batches with tocsin's record reader (``tocsin.core.kafkafetch``) instead of kafka-python's.
     """
     codec = default_codec()
     consumer = kafka_api.consumer(cfg.model_copy(update={"lean_reader": lean}), group_id=None)

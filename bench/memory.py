@@ -46,9 +46,8 @@ def _events(series: int, interval_s: float, start_us: int) -> Iterator[dict[str,
 def measure(series: int, interval_s: float) -> dict[str, float]:
     """In this process: RSS growth from holding ``series`` series fed every ``interval_s`` for 5 minutes."""
     import psutil
-
-    from processors.engine import Engine
-    from processors.rules import load_rules
+    from tocsin.processors.engine import Engine
+    from tocsin.processors.rules import load_rules
 
     start_us = 1_767_225_600_000_000
     events = 0

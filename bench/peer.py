@@ -15,14 +15,14 @@ import uuid
 from typing import Any
 
 import yaml
+from tocsin.schemas.codec import default_codec
 
 from bench.harness import BenchContext
 from bench.processor import PARTITIONS, process
 from bench.quix_job import THRESHOLD, WINDOW_MS, run_quix
-from schemas.codec import default_codec
-from tocsin import kafka as kafka_api
-from tocsin.config import TocsinConfig
-from tocsin.events import LOG_EVENT, now_us
+from tocsin.app.config import TocsinConfig
+from tocsin.core import kafka as kafka_api
+from tocsin.core.events import LOG_EVENT, now_us
 
 DESCRIPTION = "1-minute sliding error count per service with a threshold: tocsin processor vs Quix Streams"
 RATIOS = {"tocsin/quix": ("tocsin.events_per_s", "quix.events_per_s")}

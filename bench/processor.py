@@ -1,6 +1,6 @@
 """Processor throughput: decode, windows and the default rules over a pre-filled topic, beside loops that
 only consume and decode the same topics, with kafka-python's record reader (the baseline) and with
-tocsin's (``tocsin.kafkafetch``, which the processor uses), in the same run.
+tocsin's (``tocsin.core.kafkafetch``, which the processor uses), in the same run.
 
 The data: 10,000 metric series (2,000 hosts of 500 services, each host sending api_response_time,
 database_query_time, cpu_usage, memory_usage and disk_usage{mount="/"}) plus their services' log lines
@@ -17,13 +17,14 @@ import time
 import uuid
 from typing import Any
 
+from tocsin.processors.service import GC_THRESHOLDS
+from tocsin.schemas.codec import default_codec
+
 from bench.harness import BenchContext
 from bench.kafka import consume_decode
-from processors.service import GC_THRESHOLDS
-from schemas.codec import default_codec
-from tocsin import kafka as kafka_api
-from tocsin.config import TocsinConfig
-from tocsin.events import LOG_EVENT, METRIC_EVENT, now_us
+from tocsin.app.config import TocsinConfig
+from tocsin.core import kafka as kafka_api
+from tocsin.core.events import LOG_EVENT, METRIC_EVENT, now_us
 
 DESCRIPTION = "events/s through decode, windows and rules (default rules) vs consume+decode only"
 RATIOS = {
@@ -115,7 +116,7 @@ def prepare(ctx: BenchContext) -> None:
 
 def process(cfg: TocsinConfig, n: int) -> tuple[float, int, dict[str, Any]]:
     """Runs the real service until it consumed ``n`` records; (seconds, records, counters) from the first data."""
-    from processors.service import ProcessorService
+    from tocsin.processors.service import ProcessorService
 
     svc = ProcessorService(cfg)
     svc.start()

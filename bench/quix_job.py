@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from schemas.codec import default_codec
+from tocsin.schemas.codec import default_codec
 
 WINDOW_MS = 60_000
 THRESHOLD = 5

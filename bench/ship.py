@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 
 from bench.harness import BenchContext
-from tocsin import kafka as kafka_api
-from tocsin.config import KafkaConfig, TopicsConfig
+from tocsin.app.config import KafkaConfig, TopicsConfig
+from tocsin.core import kafka as kafka_api
 
 DESCRIPTION = "ship an N-line JSON log file: tocsin ship --exit-at-eof vs kcat -P"
 RATIOS = {"ship tocsin/kcat (lines/s)": ("tocsin.lines_per_s", "kcat.lines_per_s")}
@@ -86,7 +86,7 @@ def _ship(ctx: BenchContext, topic_prefix: str) -> tuple[float, dict[str, float]
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", "from tocsin.cli import main; main()", "ship", str(ctx.state["path"]),
+        [sys.executable, "-c", "from tocsin.app.cli import main; main()", "ship", str(ctx.state["path"]),
          "--service", SERVICE, "--exit-at-eof", "--stats"],
         env=env, capture_output=True, text=True, timeout=1800,
     )

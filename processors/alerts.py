@@ -31,7 +31,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.rules import CRITICAL, NONE, SEVERITY_NAMES, WARNING
+from tocsin.processors.rules import CRITICAL, NONE, SEVERITY_NAMES, WARNING
 
 INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved"
 SEVERITY_OF_NAME = {name: i for i, name in enumerate(SEVERITY_NAMES)}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import Field
 
-from tocsin.configbase import StrictModel
+from tocsin.core.config import StrictModel, Wiring
 
 
 class ProcessorConfig(StrictModel):
@@ -44,3 +44,10 @@ class ProcessorConfig(StrictModel):
     idle_series_evict_s: float = Field(
         3600.0, gt=0, description="An absence series silent this long with no open alert is forgotten.")
     recent_transitions: int = Field(1000, ge=0, description="Transitions kept in memory for the HTTP API.")
+
+
+class ProcessorSettings(Wiring, Protocol):
+    """The configuration the processor reads: the wiring and its own section."""
+
+    @property
+    def processor(self) -> ProcessorConfig: ...

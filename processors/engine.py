@@ -37,17 +37,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
-from processors.rules import CRITICAL, ERROR_LEVELS, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
-from processors.windows import SlidingWindow
-from tocsin.events import iso, now_us
+from tocsin.processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
+from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
+from tocsin.processors.windows import SlidingWindow
+
+from tocsin.core.events import iso, now_us
 
 MAX_ABS_VALUE = 1e15
 """Larger magnitudes are a broken agent, not a measurement (1e15 ms is 31,000 years)."""
 MIN_TS_US = 946_684_800_000_000
 """2000-01-01: anything earlier is a clock that was never set."""
 LATENCY_METRIC = "api_response_time"
-HEARTBEAT_METRIC = "tocsin_heartbeat"  # tocsin.heartbeat.HEARTBEAT_METRIC
+HEARTBEAT_METRIC = "tocsin_heartbeat"  # tocsin.core.heartbeat.HEARTBEAT_METRIC
 STATS_BUCKET_US = 60_000_000
 STATS_BUCKETS = 60
 """Per-service summary for the HTTP API: one hour in one-minute buckets."""
@@ -143,7 +144,7 @@ class ServiceStats:
 class Engine:
     """Windows, rules and alert trackers of the partitions this process owns.
 
-    >>> from processors.rules import parse_rules
+    >>> from tocsin.processors.rules import parse_rules
     >>> rules = parse_rules([{"name": "cpu", "source": "metrics", "filter": {"name": "cpu_usage"},
     ...     "aggregate": "latest", "window": "1m", "warning": 80}])
     >>> eng = Engine(rules, eval_interval_us=1_000_000, grace_us=5_000_000)

@@ -38,11 +38,10 @@ from typing import Annotated, Any, Literal
 import jinja2
 import jinja2.sandbox
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from tocsin.processors.windows import DEFAULT_MAPPING, SlidingWindow
 
-from processors.windows import DEFAULT_MAPPING, SlidingWindow
-from tocsin.config import format_validation_error
-from tocsin.configbase import StrictModel, read_yaml
-from tocsin.errors import RuleError
+from tocsin.core.config import StrictModel, format_validation_error, read_yaml
+from tocsin.core.errors import RuleError
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
 

@@ -58,18 +58,18 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError as _KafkaError
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
+from tocsin.processors.alerts import Transition, fingerprint_of
+from tocsin.processors.config import ProcessorSettings
+from tocsin.processors.engine import Engine, PartitionState
+from tocsin.processors.rules import Rule, RuleSet, load_rules
+from tocsin.processors.view import Counters as ViewCounters
+from tocsin.processors.view import LatencyHistogram, ResolveOutcome, SeriesPoint
+from tocsin.schemas.codec import default_codec
 
-from processors.alerts import Transition, fingerprint_of
-from processors.engine import Engine, PartitionState
-from processors.rules import Rule, RuleSet, load_rules
-from processors.view import Counters as ViewCounters
-from processors.view import LatencyHistogram, ResolveOutcome, SeriesPoint
-from schemas.codec import default_codec
-from tocsin import kafka as kafka_api
-from tocsin.component import Component
-from tocsin.config import TocsinConfig
-from tocsin.errors import DecodeError, KafkaError
-from tocsin.events import (
+from tocsin.core import kafka as kafka_api
+from tocsin.core.component import Component
+from tocsin.core.errors import DecodeError, KafkaError
+from tocsin.core.events import (
     ALERT_EVENT,
     CONTROL_EVENT,
     HEALTH_EVENT,
@@ -113,7 +113,7 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class ProcessorService(Component):
-    """The stream processor as a running component; its accessors are ``processors.view.ServiceView``.
+    """The stream processor as a running component; its accessors are ``tocsin.processors.view.ServiceView``.
 
     Every accessor is a thread-safe snapshot, cheap, and never touches Kafka
     (except ``resolve``), so the HTTP API can call them from its own thread
@@ -140,7 +140,7 @@ class ProcessorService(Component):
 
     name = "processor"
 
-    def __init__(self, cfg: TocsinConfig, *, wall: Callable[[], int] = now_us) -> None:
+    def __init__(self, cfg: ProcessorSettings, *, wall: Callable[[], int] = now_us) -> None:
         super().__init__()
         self.cfg = cfg
         self.pcfg = cfg.processor
@@ -580,7 +580,7 @@ class ProcessorService(Component):
 
         return engine.restore(latest.values(), owner)
 
-    # -- accessors (processors.view.ServiceView) -----------------------------------------------
+    # -- accessors (tocsin.processors.view.ServiceView) -----------------------------------------------
 
     @property
     def rules(self) -> RuleSet | None:
@@ -731,7 +731,7 @@ class ProcessorService(Component):
         return record["event_id"]
 
 
-def read_alert_changelog(cfg: TocsinConfig, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
+def read_alert_changelog(cfg: ProcessorSettings, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
     """The latest AlertEvent per fingerprint on the (compacted) alerts topic, read to its current end."""
     topic = cfg.kafka.topics.alerts
     codec = default_codec()
@@ -768,6 +768,6 @@ def read_alert_changelog(cfg: TocsinConfig, timeout_s: float = 60.0) -> dict[str
     return latest
 
 
-def build(cfg: TocsinConfig) -> ProcessorService:
+def build(cfg: ProcessorSettings) -> ProcessorService:
     """``tocsin start processor``."""
     return ProcessorService(cfg)

@@ -1,11 +1,11 @@
 """What the processor service's HTTP layer reads from the running processor, and the adapter that provides it.
 
-``ServiceView`` is the contract between the consumer loop and ``processors.http``:
+``ServiceView`` is the contract between the consumer loop and ``tocsin.processors.http``:
 every accessor returns a snapshot of state the consumer loop already keeps
 (counters, cached liveness, alert tables, chart series), so an HTTP request
 never touches Kafka or ClickHouse itself. The one action, ``resolve``,
 publishes a ControlEvent and returns without waiting for the processor to act.
-``ProcessorView`` implements it over ``processors.service.ProcessorService``.
+``ProcessorView`` implements it over ``tocsin.processors.service.ProcessorService``.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ HISTORY_LIMIT = 1000
 
 
 class ProcessorLoop(ServiceView, Protocol):
-    """A ``ServiceView`` that runs a consumer loop: ``processors.service.ProcessorService``."""
+    """A ``ServiceView`` that runs a consumer loop: ``tocsin.processors.service.ProcessorService``."""
 
     @property
     def stopping(self) -> bool: ...

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from tocsin.component import Component
-from tocsin.config import TocsinConfig
+from tocsin.producers.config import AgentSettings
+
+from tocsin.core.component import Component
 
 log = logging.getLogger("tocsin.agent")
 _JOIN_TIMEOUT_S = 30.0
@@ -22,7 +23,7 @@ class AgentService(Component):
 
     name = "agent"
 
-    def __init__(self, cfg: TocsinConfig) -> None:
+    def __init__(self, cfg: AgentSettings) -> None:
         super().__init__()
         self.cfg = cfg
         self.components: list[Component] = []
@@ -34,15 +35,15 @@ class AgentService(Component):
             return
         agents = self.cfg.agents
         if agents.logship.inputs:
-            from producers.logship import LogShipper
+            from tocsin.producers.logship import LogShipper
 
             self.components.append(LogShipper(self.cfg))
         if agents.metrics.enabled:
-            from producers.metrics import MetricsAgent
+            from tocsin.producers.metrics import MetricsAgent
 
             self.components.append(MetricsAgent(self.cfg))
         if agents.health.enabled:
-            from producers.health import HealthScheduler
+            from tocsin.producers.health import HealthScheduler
 
             self.components.append(HealthScheduler(self.cfg))
         for component in self.components:
@@ -89,6 +90,6 @@ class AgentService(Component):
                 log.warning("Closing an agent failed.", extra={"agent": component.name, "error": str(exc)})
 
 
-def build(cfg: TocsinConfig) -> AgentService:
+def build(cfg: AgentSettings) -> AgentService:
     """The registered ``agent`` service (``tocsin start agent``)."""
     return AgentService(cfg)

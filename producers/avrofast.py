@@ -7,7 +7,7 @@ the newest LogEvent schema is the one it was written for (``LAYOUT`` below,
 checked against the registry at construction); otherwise ``log_event_encoder``
 returns a fastavro-based encoder, so a new schema version can never be
 written with the old layout. Tests compare its output byte for byte with
-``schemas.codec``.
+``tocsin.schemas.codec``.
 
 Avro binary encoding (Avro 1.11 specification, "Binary Encoding"): long =
 zig-zag varint; string = long length + UTF-8; union = long branch index +
@@ -21,9 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import fastavro
+from tocsin.schemas.codec import MAGIC, default_codec
 
-from schemas.codec import MAGIC, default_codec
-from tocsin.events import LOG_EVENT
+from tocsin.core.events import LOG_EVENT
 
 # The field layout this encoder writes: (name, Avro type as in LogEvent.v1.avsc).
 LAYOUT = [

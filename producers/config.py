@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import Field, field_validator
 
-from tocsin.configbase import StrictModel
+from tocsin.core.config import StrictModel, Wiring
 
 MIB = 1 << 20
 
@@ -150,3 +150,10 @@ class AgentsConfig(StrictModel):
     logship: LogShipConfig = LogShipConfig()
     metrics: MetricsAgentConfig = MetricsAgentConfig()
     health: HealthConfig = HealthConfig()
+
+
+class AgentSettings(Wiring, Protocol):
+    """The configuration the agents read: the wiring and their own section."""
+
+    @property
+    def agents(self) -> AgentsConfig: ...

@@ -16,9 +16,10 @@ import threading
 import time
 from typing import Any
 
-from schemas.codec import default_codec
-from tocsin.config import KafkaConfig
-from tocsin.errors import EncodeError, KafkaError
+from tocsin.schemas.codec import default_codec
+
+from tocsin.core.config import KafkaConfig
+from tocsin.core.errors import EncodeError, KafkaError
 
 log = logging.getLogger("tocsin.emitter")
 _BATCH = 500
@@ -61,7 +62,7 @@ class EventQueue:
             return False
 
     def _connect(self) -> bool:
-        from tocsin import kafka as kafka_api
+        from tocsin.core import kafka as kafka_api
 
         try:
             self._producer = kafka_api.producer(self.kafka, max_block_ms=5000, bootstrap_timeout_ms=5000,

@@ -20,12 +20,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import psutil
+from tocsin.producers.config import AgentSettings, HealthConfig, HttpCheckConfig
 
-from producers.config import HealthConfig, HttpCheckConfig
-from tocsin.component import Component
-from tocsin.config import TocsinConfig
-from tocsin.errors import KafkaError
-from tocsin.events import HEALTH_EVENT, HOSTNAME, new_event_id, now_us
+from tocsin.core.component import Component
+from tocsin.core.errors import KafkaError
+from tocsin.core.events import HEALTH_EVENT, HOSTNAME, new_event_id, now_us
 
 log = logging.getLogger("tocsin.health")
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
@@ -77,7 +76,7 @@ def _timed(check: str, degraded_ms: float, probe: Callable[[], dict[str, Any] | 
 class HealthProber:
     """Runs the configured probes; each ``check_*`` returns one result."""
 
-    def __init__(self, cfg: TocsinConfig) -> None:
+    def __init__(self, cfg: AgentSettings) -> None:
         self.cfg = cfg
         self.health: HealthConfig = cfg.agents.health
 
@@ -96,7 +95,7 @@ class HealthProber:
         return out
 
     def check_clickhouse(self) -> dict[str, Any]:
-        from tocsin.clickhouse import connect
+        from tocsin.core.clickhouse import connect
 
         def probe() -> dict[str, Any]:
             client = connect(self.cfg.clickhouse)
@@ -207,10 +206,11 @@ def _sql_connect(scheme: str, dsn: str, timeout_s: float) -> Any:
     raise RuntimeError(f"unsupported database scheme {scheme!r}: use postgresql:// or mysql://")
 
 
-def publish_results(cfg: TocsinConfig, results: list[dict[str, Any]], producer: Any = None) -> int:
+def publish_results(cfg: AgentSettings, results: list[dict[str, Any]], producer: Any = None) -> int:
     """Produces the results as HealthEvents and waits for the acknowledgements; returns how many."""
-    from schemas.codec import default_codec
-    from tocsin import kafka as kafka_api
+    from tocsin.schemas.codec import default_codec
+
+    from tocsin.core import kafka as kafka_api
 
     codec = default_codec()
     own = producer is None
@@ -238,7 +238,7 @@ class HealthScheduler(Component):
 
     name = "health"
 
-    def __init__(self, cfg: TocsinConfig, interval_s: float | None = None) -> None:
+    def __init__(self, cfg: AgentSettings, interval_s: float | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.interval_s = interval_s or cfg.agents.health.interval_s
@@ -252,7 +252,7 @@ class HealthScheduler(Component):
         return max(self.STALL_AFTER_S, 3 * self.interval_s)  # one turn a interval: three missed is stuck
 
     def run(self) -> None:
-        from tocsin import kafka as kafka_api
+        from tocsin.core import kafka as kafka_api
 
         while not self.stopping:
             self.mark_progress()

@@ -37,7 +37,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError as _KafkaError
 from kafka.structs import TopicPartition
 
-from tocsin.errors import KafkaError
+from tocsin.core.errors import KafkaError
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tocsin.config import KafkaConfig
-from tocsin.events import HOSTNAME, LOG_EVENT, iso, new_event_id
+from tocsin.core.config import KafkaConfig
+from tocsin.core.events import HOSTNAME, LOG_EVENT, iso, new_event_id
 
 MB = 1024 * 1024
 # (file, max bytes, backups): the seed's rotation settings.
@@ -158,7 +158,7 @@ class KafkaLogHandler(logging.Handler):
 
     def __init__(self, kafka: KafkaConfig, service: str, topic: str | None = None, maxsize: int = 10_000) -> None:
         super().__init__()
-        from producers.emitter import EventQueue
+        from tocsin.producers.emitter import EventQueue
 
         self.service = service
         self.queue = EventQueue(kafka, topic or kafka.topics.logs, LOG_EVENT, maxsize=maxsize)

@@ -43,18 +43,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producers.avrofast import FastavroEncoder, log_event_encoder
-from producers.config import LogInputConfig, LogShipConfig
-from producers.kafkasend import RecordSender, batch_failure
-from producers.logstate import FileState, StateStore
-from producers.multiline import MultilineJoiner, Record
-from producers.parsers import Parser, make_parser
-from tocsin import kafka as kafka_api
-from tocsin import paths
-from tocsin.component import Component
-from tocsin.config import TocsinConfig
-from tocsin.errors import KafkaError
-from tocsin.events import HOSTNAME, METRIC_EVENT, now_us
+from tocsin.producers.avrofast import FastavroEncoder, log_event_encoder
+from tocsin.producers.config import AgentSettings, LogInputConfig, LogShipConfig
+from tocsin.producers.kafkasend import RecordSender, batch_failure
+from tocsin.producers.logstate import FileState, StateStore
+from tocsin.producers.multiline import MultilineJoiner, Record
+from tocsin.producers.parsers import Parser, make_parser
+
+from tocsin.core import kafka as kafka_api
+from tocsin.core import paths
+from tocsin.core.component import Component
+from tocsin.core.errors import KafkaError
+from tocsin.core.events import HOSTNAME, METRIC_EVENT, now_us
 
 log = logging.getLogger("tocsin.logship")
 
@@ -202,7 +202,7 @@ class LogShipper(Component):
 
     name = "logship"
 
-    def __init__(self, cfg: TocsinConfig, inputs: list[LogInputConfig] | None = None,
+    def __init__(self, cfg: AgentSettings, inputs: list[LogInputConfig] | None = None,
                  state_file: Path | bool | None = True, exit_at_eof: bool = False,
                  settings: LogShipConfig | None = None) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tocsin.errors import ConfigError
+from tocsin.core.errors import ConfigError
 
 log = logging.getLogger("tocsin.logship")
 STATE_VERSION = 1

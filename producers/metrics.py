@@ -19,13 +19,12 @@ import time
 from typing import Any
 
 import psutil
+from tocsin.producers.config import AgentSettings, MetricsAgentConfig, ProcessWatchConfig
 
-from producers.config import MetricsAgentConfig, ProcessWatchConfig
-from tocsin import kafka as kafka_api
-from tocsin.component import Component
-from tocsin.config import TocsinConfig
-from tocsin.errors import KafkaError
-from tocsin.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
+from tocsin.core import kafka as kafka_api
+from tocsin.core.component import Component
+from tocsin.core.errors import KafkaError
+from tocsin.core.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
 
 log = logging.getLogger("tocsin.metrics")
 # Pseudo filesystems never worth a disk_usage series.
@@ -136,7 +135,7 @@ class MetricsSampler:
         return out
 
 
-def sample_once(cfg: TocsinConfig, warmup_s: float = 0.5) -> list[dict[str, Any]]:
+def sample_once(cfg: AgentSettings, warmup_s: float = 0.5) -> list[dict[str, Any]]:
     """One sample with rates over ``warmup_s`` (for ``tocsin agent metrics --once``)."""
     sampler = MetricsSampler(cfg.agents.metrics, cfg.agents.service)
     sampler.sample()
@@ -149,7 +148,7 @@ class MetricsAgent(Component):
 
     name = "metrics"
 
-    def __init__(self, cfg: TocsinConfig, interval_s: float | None = None) -> None:
+    def __init__(self, cfg: AgentSettings, interval_s: float | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.interval_s = interval_s or cfg.agents.metrics.interval_s
@@ -179,7 +178,7 @@ class MetricsAgent(Component):
         return max(self.STALL_AFTER_S, 3 * self.interval_s)  # one turn a interval: three missed is stuck
 
     def run(self) -> None:
-        from schemas.codec import default_codec
+        from tocsin.schemas.codec import default_codec
 
         self.start()
         assert self.sampler is not None

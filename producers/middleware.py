@@ -7,7 +7,7 @@ processor's default rules read with the seed's thresholds (500/2000 ms and
 100/500 ms). The route label is a template (``/orders/{id}``), never the raw
 path, so series stay bounded: the framework's route when it knows one
 (Starlette/FastAPI ``scope["route"]``, or a ``route_of`` callable), else
-``producers.routes`` templating capped by ``max_routes``.
+``tocsin.producers.routes`` templating capped by ``max_routes``.
 
 Emitting goes through a ``MetricSink``: ``KafkaMetricSink`` queues without
 blocking (drops counted); ``ListMetricSink`` keeps them in memory.
@@ -20,9 +20,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from producers.routes import RouteLimiter
-from tocsin.config import KafkaConfig
-from tocsin.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
+from tocsin.producers.routes import RouteLimiter
+
+from tocsin.core.config import KafkaConfig
+from tocsin.core.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
 
 API_RESPONSE_TIME = "api_response_time"
 DATABASE_QUERY_TIME = "database_query_time"
@@ -57,7 +58,7 @@ class KafkaMetricSink:
     """MetricEvents to the metrics topic through a bounded non-blocking queue."""
 
     def __init__(self, kafka: KafkaConfig, maxsize: int = 10_000) -> None:
-        from producers.emitter import EventQueue
+        from tocsin.producers.emitter import EventQueue
 
         self.queue = EventQueue(kafka, kafka.topics.metrics, METRIC_EVENT, maxsize=maxsize)
 

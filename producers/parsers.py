@@ -19,9 +19,10 @@ import json
 import re
 from typing import Any
 
-from producers import timeparse
-from producers.routes import RouteLimiter
-from tocsin.errors import ConfigError
+from tocsin.producers import timeparse
+from tocsin.producers.routes import RouteLimiter
+
+from tocsin.core.errors import ConfigError
 
 try:  # orjson parses a line ~5x faster than json; the shipper's throughput depends on it
     import orjson as _orjson

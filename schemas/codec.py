@@ -35,7 +35,7 @@ import fastavro
 from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from tocsin.errors import DecodeError, EncodeError
+from tocsin.core.errors import DecodeError, EncodeError
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10  # 2 magic bytes + 8 fingerprint bytes

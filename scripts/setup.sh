@@ -33,5 +33,5 @@ fi
 
 # Resolve the Kafka broker's jars from Maven Central once (cached in ~/.cache/tocsin).
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
-  "$PY" -c 'from tocsin.localkafka import ensure_jars; print("setup: kafka jars in", ensure_jars())' >&2
+  "$PY" -c 'from tocsin.core.localkafka import ensure_jars; print("setup: kafka jars in", ensure_jars())' >&2
 fi

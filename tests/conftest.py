@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.config import TocsinConfig
-from tocsin.errors import LocalKafkaError
+from tocsin.app.config import TocsinConfig
+from tocsin.core.errors import LocalKafkaError
 
 
 def _docker_engine() -> bool:
@@ -50,7 +50,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from tocsin import localkafka
+    from tocsin.core import localkafka
 
     data_dir = Path(tempfile.mkdtemp(prefix="tocsin-test-kafka-"))
     try:
@@ -102,7 +102,7 @@ def make_config(kafka_bootstrap: str, clickhouse_url: str, **sections: object) -
 @pytest.fixture
 def tocsin_config(kafka_bootstrap: str, clickhouse_url: str) -> TocsinConfig:
     """A config pointing at the session's broker and store, with fresh topics and database."""
-    from tocsin.kafka import create_topics
+    from tocsin.core.kafka import create_topics
 
     cfg = make_config(kafka_bootstrap, clickhouse_url)
     create_topics(cfg.kafka)
@@ -116,7 +116,7 @@ def clickhouse_client(tocsin_config: TocsinConfig):
     The embedded engine's client is shared by the whole process, so code and
     tests qualify table names with the database instead of switching it.
     """
-    from tocsin.clickhouse import connect
+    from tocsin.core.clickhouse import connect
 
     client = connect(tocsin_config.clickhouse)
     yield client

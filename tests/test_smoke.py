@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from kafka import TopicPartition
+from tocsin.schemas.codec import default_codec
 
-from schemas.codec import default_codec
 from tests.kafkautil import produce
-from tocsin import kafka as kafka_api
-from tocsin.events import LOG_EVENT, now_us
+from tocsin.core import kafka as kafka_api
+from tocsin.core.events import LOG_EVENT, now_us
 
 N = 10_000
 SERVICES = [f"svc-{i}" for i in range(8)]

@@ -1,5 +1,5 @@
 """``python -m tocsin`` is the ``tocsin`` command."""
 
-from tocsin.cli import main
+from tocsin.app.cli import main
 
 main()

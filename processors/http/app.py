@@ -27,13 +27,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-
-import tocsin
-from processors.http import documents
-from processors.http.auth import TokenAuth
-from processors.http.dashboard import DashboardAssets
-from processors.http.metrics import exposition, registry_for
-from processors.http.models import (
+from tocsin.processors.http import documents
+from tocsin.processors.http.auth import TokenAuth
+from tocsin.processors.http.dashboard import DashboardAssets
+from tocsin.processors.http.metrics import exposition, registry_for
+from tocsin.processors.http.models import (
     AlertList,
     AlertState,
     Dashboard,
@@ -44,9 +42,11 @@ from processors.http.models import (
     ResolveResponse,
     Severity,
 )
-from processors.view import ServiceView
-from tocsin.config import TocsinConfig
-from tocsin.errors import TocsinError
+from tocsin.processors.view import ServiceView
+
+import tocsin
+from tocsin.core.config import Wiring
+from tocsin.core.errors import TocsinError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class HealthProbe:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(view: ServiceView, cfg: TocsinConfig, *, extra_routers: list[APIRouter] | None = None) -> FastAPI:
+def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter] | None = None) -> FastAPI:
     """The HTTP app over a running processor's ``view``.
 
     ``extra_routers`` (for example the ClickHouse owner's store API) are

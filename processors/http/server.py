@@ -15,8 +15,8 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
-from tocsin.config import TocsinConfig
-from tocsin.errors import ConfigError
+from tocsin.core.config import Wiring
+from tocsin.core.errors import ConfigError
 
 START_TIMEOUT_S = 10.0
 SWITCH_INTERVAL_S = 0.001
@@ -50,7 +50,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: FastAPI, cfg: TocsinConfig, *, start_timeout_s: float = START_TIMEOUT_S,
+def serve(app: FastAPI, cfg: Wiring, *, start_timeout_s: float = START_TIMEOUT_S,
           switch_interval_s: float | None = SWITCH_INTERVAL_S) -> tuple[uvicorn.Server, threading.Thread]:
     """Starts uvicorn on ``cfg.api.http_addr`` in a daemon thread; returns once it accepts connections.
 

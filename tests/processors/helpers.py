@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors.engine import Engine
-from processors.rules import RuleSet, parse_rules
+from tocsin.processors.engine import Engine
+from tocsin.processors.rules import RuleSet, parse_rules
 
 S = 1_000_000
 """One second in microseconds."""

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tocsin.processors.service import ProcessorService
+from tocsin.schemas.codec import default_codec
 
-from processors.service import ProcessorService
-from schemas.codec import default_codec
 from tests.conftest import make_config
 from tests.kafkautil import consume_all
-from tocsin.config import TocsinConfig
-from tocsin.kafka import create_topics
+from tocsin.app.config import TocsinConfig
+from tocsin.core.kafka import create_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ class ProcessorProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ProcessorProcess:
-        code = "import sys; from tocsin.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
+        code = "import sys; from tocsin.app.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
         # Each process serves its own HTTP API (``tocsin start processor``): give it a port of its own.
         env = {**os.environ, "PYTHONPATH": str(REPO), "TOCSIN_HTTP_ADDR": f"127.0.0.1:{free_port()}"}
         self.log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()/kill()
@@ -224,15 +224,15 @@ def start_paced_producer(cfgs: list[TocsinConfig], script: list[tuple[float, str
 
 
 def kafka_producer(cfg: TocsinConfig):
-    from tocsin import kafka as kafka_api
+    from tocsin.core import kafka as kafka_api
 
     return kafka_api.producer(cfg.kafka, linger_ms=1)
 
 
 def expected_transitions(cfg: TocsinConfig, script: list[tuple[float, str, dict]]) -> list[tuple[str, str, str]]:
     """The pure engine over the same (stamped) script: what the service must emit, each exactly once."""
-    from processors.engine import Engine
-    from processors.rules import load_rules
+    from tocsin.processors.engine import Engine
+    from tocsin.processors.rules import load_rules
 
     p = cfg.processor
     last = max(rec["ts"] for _, _, rec in script)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.alerts import (
+from tocsin.processors.alerts import (
     FIRING,
     INACTIVE,
     PENDING,
@@ -12,7 +12,7 @@ from processors.alerts import (
     event_id,
     fingerprint_of,
 )
-from processors.rules import CRITICAL, NONE, WARNING
+from tocsin.processors.rules import CRITICAL, NONE, WARNING
 
 S = 1_000_000
 N, W, C = NONE, WARNING, CRITICAL

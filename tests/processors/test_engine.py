@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from processors.alerts import FIRING, PENDING, RESOLVED
-from processors.rules import load_rules
+from tocsin.processors.alerts import FIRING, PENDING, RESOLVED
+from tocsin.processors.rules import load_rules
 
 from .helpers import T0, FakeWall, S, engine, health, log, metric, rules, states
 

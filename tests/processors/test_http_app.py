@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import requests
 from fastapi.testclient import TestClient
+from tocsin.processors.http import create_app, serve, stop
+from tocsin.processors.http.app import SEED_PREFIX
+from tocsin.processors.view import Counters, LatencyHistogram, ResolveOutcome, SeriesPoint, ServiceView
 
-from processors.http import create_app, serve, stop
-from processors.http.app import SEED_PREFIX
-from processors.view import Counters, LatencyHistogram, ResolveOutcome, SeriesPoint, ServiceView
 from tests.conftest import make_config
-from tocsin.errors import ConfigError, KafkaError
-from tocsin.events import now_us
+from tocsin.core.errors import ConfigError, KafkaError
+from tocsin.core.events import now_us
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -149,7 +149,7 @@ def test_health_is_503_with_the_reason(view: MemoryView, client: TestClient, liv
 
 
 def test_the_health_fast_path_answers_like_the_documented_route(view: MemoryView) -> None:
-    from processors.http.app import HealthProbe
+    from tocsin.processors.http.app import HealthProbe
 
     without = make_app(view)
     without.user_middleware = [m for m in without.user_middleware if m.cls is not HealthProbe]
@@ -196,7 +196,7 @@ def test_no_configured_token_closes_the_api(view: MemoryView, method: str, path:
 def test_token_comparison_is_constant_time() -> None:
     import inspect
 
-    from processors.http import auth
+    from tocsin.processors.http import auth
 
     assert "hmac.compare_digest" in inspect.getsource(auth.TokenAuth.check)
 
@@ -242,7 +242,7 @@ def test_detailed_health_degrades_on_a_failing_check_and_clickhouse(view: Memory
 
 
 def test_consumer_lag_above_the_limit_degrades(view: MemoryView, client: TestClient) -> None:
-    from processors.http.documents import LAG_DEGRADED
+    from tocsin.processors.http.documents import LAG_DEGRADED
 
     view.lag = {("t.logs", 0): LAG_DEGRADED + 1}
     body = client.get("/health/detailed", headers=AUTH).json()
@@ -464,7 +464,7 @@ def test_each_app_has_its_own_registry() -> None:
 
 
 def test_the_store_api_mounts_behind_the_same_token(view: MemoryView) -> None:
-    from sinks.store_api import store_router
+    from tocsin.sinks.clickhouse.store_api import store_router
 
     def no_store() -> None:
         raise AssertionError("a refused request must not reach the store")
@@ -493,8 +493,8 @@ class MemoryLoop(MemoryView):
 
 def test_processor_view_serves_snapshots_and_answers_a_second_resolve_from_memory(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import processors.view as view_module
-    from processors.view import ProcessorView
+    import tocsin.processors.view as view_module
+    from tocsin.processors.view import ProcessorView
 
     monkeypatch.setattr(view_module, "REFRESH_INTERVAL_S", 3600.0)  # refreshed by hand below
     loop = MemoryLoop(active=[alert("a1", "shop")], history=[alert("old", "shop", state="resolved")],
@@ -515,7 +515,7 @@ def test_processor_view_serves_snapshots_and_answers_a_second_resolve_from_memor
 
 
 def test_processor_view_reports_a_stuck_loop_without_waiting_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import processors.view as view_module
+    import tocsin.processors.view as view_module
 
     monkeypatch.setattr(view_module, "STALL_S", 0.5)
     monkeypatch.setattr(view_module, "REFRESH_INTERVAL_S", 0.05)

@@ -22,18 +22,18 @@ from typing import Any
 
 import pytest
 import requests
+from tocsin.processors.http import create_app, serve, stop
+from tocsin.processors.http.app import SEED_PREFIX
+from tocsin.processors.service import ProcessorService
+from tocsin.processors.view import ProcessorView, ServiceView
+from tocsin.schemas.codec import default_codec
 
-from processors.http import create_app, serve, stop
-from processors.http.app import SEED_PREFIX
-from processors.service import ProcessorService
-from processors.view import ProcessorView, ServiceView
-from schemas.codec import default_codec
 from tests import kafkautil
 from tests.conftest import make_config, unique
 from tests.kafkautil import consume_all, produce
-from tocsin.config import TocsinConfig
-from tocsin.events import CONTROL_EVENT, HEALTH_EVENT, LOG_EVENT, METRIC_EVENT, now_us
-from tocsin.kafka import create_topics
+from tocsin.app.config import TocsinConfig
+from tocsin.core.events import CONTROL_EVENT, HEALTH_EVENT, LOG_EVENT, METRIC_EVENT, now_us
+from tocsin.core.kafka import create_topics
 
 TOKEN = "e2e-token-" + "x" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -271,7 +271,7 @@ def _schemathesis_env() -> dict[str, str]:
 @pytest.mark.slow
 def test_health_is_503_while_the_broker_is_down_and_200_when_it_returns(clickhouse_url: str, tmp_path: Path) -> None:
     """Our own broker, stopped and restarted on the same port: the shared one is never touched."""
-    from tocsin import localkafka
+    from tocsin.core import localkafka
 
     data_dir = tmp_path / "kafka"
     state = _own_broker(data_dir)
@@ -306,8 +306,8 @@ def test_health_is_503_while_the_broker_is_down_and_200_when_it_returns(clickhou
 
 def _own_broker(data_dir: Path):
     """localkafka.up, retried: its random cluster id can start with '-', which kafka-storage takes for an option."""
-    from tocsin import localkafka
-    from tocsin.errors import LocalKafkaError
+    from tocsin.core import localkafka
+    from tocsin.core.errors import LocalKafkaError
 
     for attempt in range(3):
         try:

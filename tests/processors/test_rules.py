@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tocsin.processors.rules import CRITICAL, NONE, WARNING, load_rules, parse_duration, parse_rules
 
-from processors.rules import CRITICAL, NONE, WARNING, load_rules, parse_duration, parse_rules
-from tocsin.errors import ConfigError, RuleError
+from tocsin.core.errors import ConfigError, RuleError
 
 from .helpers import S, log, metric
 
@@ -135,7 +135,7 @@ def test_fingerprint_is_stable_and_depends_on_group_labels():
 
 
 def _tocsin(*args: str) -> subprocess.CompletedProcess:
-    code = "import sys; from tocsin.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
+    code = "import sys; from tocsin.app.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
 
 

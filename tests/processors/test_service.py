@@ -7,12 +7,12 @@ import random
 import time
 
 from kafka import KafkaProducer
+from tocsin.processors.view import ServiceView
+from tocsin.schemas.codec import MAGIC, default_codec
 
-from processors.view import ServiceView
-from schemas.codec import MAGIC, default_codec
 from tests.kafkautil import consume_all, produce, wait_for
-from tocsin import kafka as kafka_api
-from tocsin.events import LOG_EVENT, METRIC_EVENT, now_us
+from tocsin.core import kafka as kafka_api
+from tocsin.core.events import LOG_EVENT, METRIC_EVENT, now_us
 
 from .kafkaproc import alert_events, processor_config, running
 
@@ -148,7 +148,7 @@ def test_control_topic_garbage_is_dead_lettered(kafka_bootstrap, clickhouse_url,
 
 def test_partition_for_agrees_with_the_producers_partitioner(tocsin_config):
     """Restoring alerts computes which partition carries a service; it must be where agents put it."""
-    from processors.service import partition_for
+    from tocsin.processors.service import partition_for
 
     topic = tocsin_config.kafka.topics.logs
     services = [f"svc-{i}" for i in range(30)]

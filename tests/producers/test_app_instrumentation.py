@@ -11,22 +11,22 @@ import time
 from wsgiref.util import setup_testing_defaults
 
 import pytest
-
-from producers.agent import build
-from producers.emitter import EventQueue
-from producers.logging import KafkaLogHandler, cleanup_old_logs, configure_logging
-from producers.metrics import MetricsAgent, MetricsSampler, sample_once
-from producers.middleware import (
+from tocsin.producers.agent import build
+from tocsin.producers.emitter import EventQueue
+from tocsin.producers.logging import KafkaLogHandler, cleanup_old_logs, configure_logging
+from tocsin.producers.metrics import MetricsAgent, MetricsSampler, sample_once
+from tocsin.producers.middleware import (
     AsgiTimingMiddleware,
     KafkaMetricSink,
     ListMetricSink,
     WsgiTimingMiddleware,
     query_timer,
 )
-from schemas.codec import default_codec
+from tocsin.schemas.codec import default_codec
+
 from tests.conftest import make_config
 from tests.producers.shiputil import consume
-from tocsin.config import KafkaConfig
+from tocsin.app.config import KafkaConfig
 
 
 @pytest.fixture
@@ -240,7 +240,7 @@ def test_agent_service_runs_metrics_and_health_together(tocsin_config, clickhous
         "logship": {"inputs": [{"paths": [str(log)], "service": "shop"}], "state_file": str(tmp_path / "st"),
                     "poll_interval_s": 0.05, "scan_interval_s": 0.2},
     })
-    from tocsin.kafka import create_topics
+    from tocsin.core.kafka import create_topics
 
     create_topics(cfg.kafka)
     service = build(cfg)

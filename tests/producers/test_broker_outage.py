@@ -1,7 +1,7 @@
 """Broker outage: the test's own broker is stopped for 20 s while lines keep coming; none is lost.
 
 The shared session broker is not touched: this test starts its own with
-``tocsin.localkafka.up(data_dir=tmp)``, stops it with ``down()`` and starts it
+``tocsin.core.localkafka.up(data_dir=tmp)``, stops it with ``down()`` and starts it
 again on the same data directory and port.
 """
 
@@ -11,13 +11,13 @@ import threading
 import time
 
 import pytest
+from tocsin.producers.config import LogInputConfig, LogShipConfig
+from tocsin.producers.logship import LogShipper
 
-from producers.config import LogInputConfig, LogShipConfig
-from producers.logship import LogShipper
 from tests.conftest import make_config
 from tests.producers.shiputil import FAST_SHIP, numbered, seq_counts, shipped, wait_acked
-from tocsin import localkafka
-from tocsin.kafka import create_topics
+from tocsin.core import localkafka
+from tocsin.core.kafka import create_topics
 
 OUTAGE_S = 20.0
 RATE_LINES = 200  # per 50 ms tick: 4,000 lines/s

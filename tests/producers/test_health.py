@@ -8,13 +8,13 @@ import sys
 import threading
 import time
 
+from tocsin.producers.config import HttpCheckConfig
+from tocsin.producers.health import HealthProber, HealthScheduler, overall_status
+from tocsin.schemas.codec import default_codec
 from werkzeug import Response
 
-from producers.config import HttpCheckConfig
-from producers.health import HealthProber, HealthScheduler, overall_status
-from schemas.codec import default_codec
 from tests.producers.shiputil import consume
-from tocsin.config import TocsinConfig
+from tocsin.app.config import TocsinConfig
 
 # Disk and memory of a shared CI machine are not what these tests are about.
 _QUIET = {"disk_warning_percent": 99.9, "disk_critical_percent": 100, "memory_warning_percent": 99.9,
@@ -77,7 +77,7 @@ def test_unreachable_database_is_unhealthy_not_a_crash(tocsin_config: TocsinConf
 
 def test_scheduled_probes_publish_health_events(tocsin_config: TocsinConfig, clickhouse_url):
     from tests.conftest import make_config
-    from tocsin.kafka import create_topics
+    from tocsin.core.kafka import create_topics
 
     cfg = make_config(tocsin_config.kafka.bootstrap_servers, clickhouse_url,
                       agents={"service": "shop", "health": {**_QUIET, "interval_s": 3600}})

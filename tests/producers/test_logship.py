@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
+from tocsin.producers.config import LogInputConfig, LogShipConfig
+from tocsin.producers.logship import LogShipper
 
-from producers.config import LogInputConfig, LogShipConfig
-from producers.logship import LogShipper
 from tests.kafkautil import wait_for
 from tests.producers.shiputil import (
     FAST_SHIP,
@@ -204,9 +204,9 @@ def test_copytruncate_while_the_shipper_was_down_recovers_from_the_copy(tocsin_c
 
 
 def test_components_close_twice_and_validate_without_io(tocsin_config):
-    from producers.agent import build
-    from producers.health import HealthScheduler
-    from producers.metrics import MetricsAgent
+    from tocsin.producers.agent import build
+    from tocsin.producers.health import HealthScheduler
+    from tocsin.producers.metrics import MetricsAgent
 
     unreachable = tocsin_config.model_copy(update={"kafka": tocsin_config.kafka.model_copy(
         update={"bootstrap_servers": "127.0.0.1:1"})})

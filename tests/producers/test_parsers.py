@@ -8,14 +8,14 @@ import logging
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tocsin.producers.avrofast import LogEventEncoder
+from tocsin.producers.multiline import MultilineJoiner
+from tocsin.producers.parsers import JsonParser, NginxParser, RegexParser, TextParser, make_parser
+from tocsin.producers.routes import OTHER, RouteLimiter, template_of
+from tocsin.producers.timeparse import parse_any, parse_clf, parse_iso
+from tocsin.schemas.codec import default_codec
 
-from producers.avrofast import LogEventEncoder
-from producers.multiline import MultilineJoiner
-from producers.parsers import JsonParser, NginxParser, RegexParser, TextParser, make_parser
-from producers.routes import OTHER, RouteLimiter, template_of
-from producers.timeparse import parse_any, parse_clf, parse_iso
-from schemas.codec import default_codec
-from tocsin.errors import ConfigError
+from tocsin.core.errors import ConfigError
 
 # --- real-format samples -------------------------------------------------------
 
@@ -139,7 +139,7 @@ def test_python_json_logger_asctime_with_comma_millis():
 
 
 def test_our_own_logging_format_round_trips(tmp_path):
-    from producers.logging import configure_logging
+    from tocsin.producers.logging import configure_logging
 
     setup = configure_logging("shop", log_dir=tmp_path)
     try:

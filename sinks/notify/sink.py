@@ -1,0 +1,645 @@
+"""The ``sink-notify`` service: AlertEvents from Kafka, routed and grouped, delivered to receivers, logged.
+
+Consumer group ``notify.group_id`` (``tocsin-sink-notify``) reads the alerts
+topic; the control topic is read whole by every instance (silences must
+reach all of them), from the beginning at start so silences survive restarts.
+
+The loop, each turn:
+
+1. apply new ControlEvents (silences) from the control topic;
+2. poll AlertEvents; bad records go to the dead-letter topic; ask the
+   notification log which (transition, receiver) pairs were already sent (a
+   restart re-reads everything after the last commit) and route the rest;
+3. flush due groups (``sinks/notify/routing.py``): render templates, hand each
+   notification to its receiver's worker (``sinks/notify/delivery.py``), record
+   silenced and inhibited transitions in the log;
+4. take finished deliveries back: each attempt was logged by the worker as
+   it happened; settle the transitions they covered;
+5. commit, per partition, the offset below which every transition is settled
+   for every receiver (sent, finally failed, muted or not routed);
+6. pause the consumer while too many transitions are unsettled (backpressure).
+
+On start, and when partitions are assigned, the alerts changelog is read up
+to the committed offset to rebuild which alerts fire and which receivers were
+told (from the log), so inhibition, resolves and repeats survive a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError as _KafkaError
+from kafka.structs import OffsetAndMetadata
+from tocsin.schemas.codec import default_codec
+from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
+from tocsin.sinks.notify.delivery import Attempt, Job, ReceiverWorker, RetryPolicy, TokenBucket
+from tocsin.sinks.notify.log import LogRow, NotificationLog
+from tocsin.sinks.notify.receivers.base import Notification, Notifier, build_notifier
+from tocsin.sinks.notify.routing import Outgoing, Router, Settlement, Transition
+from tocsin.sinks.notify.templates import TemplateRenderer
+
+from tocsin.core import kafka as kafka_api
+from tocsin.core.component import Component
+from tocsin.core.errors import DecodeError, KafkaError, StoreError
+from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
+
+log = logging.getLogger(__name__)
+
+STAGE = "sink-notify"
+PRUNE_INTERVAL_S = 60.0
+RESTORE_TIMEOUT_S = 60.0
+STATS_INTERVAL_S = 60.0
+TOPIC_WAIT_S = 30.0
+LOOP_EXIT_TIMEOUT_S = 30.0
+
+
+class OffsetTracker:
+    """Per partition, the offsets still unsettled; the commit point is the lowest unsettled offset."""
+
+    def __init__(self) -> None:
+        self._open: dict[TopicPartition, OrderedDict[int, bool]] = {}
+        self._commit: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    def add(self, tp: TopicPartition, offset: int) -> None:
+        self._open.setdefault(tp, OrderedDict())[offset] = False
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        pending = self._open.get(tp)
+        if pending is None or offset not in pending:
+            return
+        pending[offset] = True
+        while pending:
+            first, finished = next(iter(pending.items()))
+            if not finished:
+                break
+            pending.popitem(last=False)
+            self._commit[tp] = first + 1
+
+    def unsettled(self) -> int:
+        return sum(sum(1 for v in p.values() if not v) for p in self._open.values())
+
+    def to_commit(self) -> dict[TopicPartition, int]:
+        return {tp: off for tp, off in self._commit.items() if self._committed.get(tp) != off}
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self._committed.update(offsets)
+
+    def drop(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self._open.pop(tp, None)
+            self._commit.pop(tp, None)
+            self._committed.pop(tp, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Commits what is settled before partitions go; remembers assignments for the loop to restore."""
+
+    def __init__(self, commit: Any) -> None:
+        self.commit = commit
+        self.assigned: set[TopicPartition] = set()
+        self.revoked: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.commit(force=True)  # the new owner starts after everything this instance settled
+        self.revoked.update(revoked)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.assigned.update(assigned)
+
+
+class NotifySink(Component):
+    """Routes AlertEvents to receivers with grouping, silences, inhibition, retries and a log.
+
+    >>> with NotifySink(cfg) as sink:   # doctest: +SKIP
+    ...     sink.run()                  # until sink.stop()
+    """
+
+    name = "sink-notify"
+
+    def __init__(self, cfg: NotifySettings, clock: Any = time.time) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ncfg: NotifyConfig = cfg.notify
+        self.clock = clock
+        self.router = Router(self.ncfg)
+        self.renderer = TemplateRenderer(self.ncfg.template_dir)
+        self.codec: Any = None
+        self.tracker = OffsetTracker()
+        self.counters: Counter[str] = Counter()
+        self.notifiers: dict[str, Notifier[Any]] = {}
+        self.workers: dict[str, ReceiverWorker] = {}
+        self.log: NotificationLog | None = None
+        self._results: queue.Queue[Job] = queue.Queue()
+        self._consumer: Any = None
+        self._control: Any = None
+        self._producer: Any = None
+        self._rebalance = _Rebalance(self._commit)
+        self._paused = False
+        self._last_commit = 0.0
+        self._last_prune = 0.0
+        self._last_stats = time.monotonic()
+        self._in_flight: dict[str, Outgoing] = {}
+        self._summary: Any = None
+        self._started = False
+        self._loop_idle = threading.Event()
+        self._loop_idle.set()
+        self._loop_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        from tocsin.core.clickhouse import connect
+
+        self.codec = default_codec()
+        client = connect(self.cfg.clickhouse)
+        _migrate(client, self.cfg)
+        self.log = NotificationLog(client, self.cfg.clickhouse.database, self.ncfg.log_table)
+        for rc in self.ncfg.receivers:
+            notifier = build_notifier(rc, self.cfg.alert_email_recipients)
+            self.notifiers[rc.name] = notifier
+            worker = ReceiverWorker(notifier, RetryPolicy.of(rc), TokenBucket(rc.rate_limit_per_s, rc.rate_limit_burst),
+                                    on_attempt=self._on_attempt, on_done=self._results.put)
+            self.workers[rc.name] = worker
+            worker.start()
+        topics = self.cfg.kafka.topics
+        self._producer = kafka_api.producer(self.cfg.kafka)
+        self._control = kafka_api.consumer(self.cfg.kafka, group_id=None)
+        parts = _wait_for_topic(self._control, topics.control)
+        control_tps = [TopicPartition(topics.control, p) for p in sorted(parts)]
+        self._control.assign(control_tps)
+        self._control.seek_to_beginning(*control_tps)
+        self._drain_control(until_end=True)
+        extra: dict[str, Any] = {"session_timeout_ms": self.ncfg.session_timeout_ms,
+                                 "heartbeat_interval_ms": max(1000, self.ncfg.session_timeout_ms // 3)}
+        if self.ncfg.group_instance_id:
+            extra["group_instance_id"] = self.ncfg.group_instance_id
+        self._consumer = kafka_api.consumer(self.cfg.kafka, group_id=self.ncfg.group_id, **extra)
+        # Join only once the topic's partitions are known: a group joined before that gets no
+        # assignment until the next metadata refresh (metadata.max.age.ms, five minutes).
+        _wait_for_topic(self._consumer, topics.alerts)
+        self._consumer.subscribe([topics.alerts], listener=self._rebalance)
+        if self.cfg.summary.enabled and self.cfg.monitoring_summary_recipients:
+            from tocsin.sinks.notify.summary import SummaryScheduler
+
+            self._summary = SummaryScheduler(self.cfg, self.log)
+            self._summary.start()
+        log.info("Notify sink started.", extra={"receivers": sorted(self.notifiers), "group": self.ncfg.group_id})
+
+    def run(self) -> None:
+        self.start()
+        self._loop_idle.clear()
+        self._loop_thread = threading.current_thread()
+        try:
+            while not self.stopping:
+                self.mark_progress()
+                self.step()
+        finally:
+            self._loop_idle.set()
+
+    def step(self, poll_ms: int | None = None) -> None:
+        """One turn of the loop (see the module docstring for the numbered steps)."""
+        now = self.clock()
+        # 1. silences
+        self._drain_control()
+        # 2. alert transitions
+        timeout = poll_ms if poll_ms is not None else int(self.ncfg.tick_s * 1000)
+        batch = self._consumer.poll(timeout_ms=timeout)
+        self._handle_rebalance()
+        if batch:
+            self._intake(batch, now)
+        # 3. due groups
+        now = self.clock()
+        outgoing, settled = self.router.flush(now)
+        self._settle(settled)
+        for out in outgoing:
+            self._dispatch(out)
+        # 4. finished deliveries
+        self._collect(now)
+        # 5. commit
+        self._commit()
+        # 6. backpressure
+        self._backpressure()
+        self._housekeeping(now)
+
+    def _release(self) -> None:
+        # close() may come from another thread (a signal handler's stop, a test): let the loop finish its turn.
+        if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
+            self._loop_idle.wait(LOOP_EXIT_TIMEOUT_S)
+        for worker in self.workers.values():
+            worker.stop()
+        if self._summary is not None:
+            self._summary.close()
+        try:
+            self._collect(self.clock())
+            self._commit(force=True)
+        except Exception:
+            log.exception("Final commit failed; the next start re-reads from the last commit.")
+        for c in (self._consumer, self._control):
+            if c is not None:
+                try:
+                    c.close(autocommit=False)
+                except Exception:
+                    log.exception("Closing a consumer failed.")
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception:
+                log.exception("Closing the producer failed.")
+
+    # ------------------------------------------------------------------ control topic
+
+    def _drain_control(self, until_end: bool = False) -> None:
+        if self._control is None:
+            return
+        end_offsets: dict[TopicPartition, int] = {}
+        if until_end:
+            assigned = list(self._control.assignment())
+            end_offsets = self._control.end_offsets(assigned) if assigned else {}
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while True:
+            batch = self._control.poll(timeout_ms=200 if until_end else 0)
+            for tp, records in batch.items():
+                for rec in records:
+                    self._apply_control(tp, rec)
+            if not until_end:
+                return
+            if all(self._control.position(tp) >= end for tp, end in end_offsets.items()):
+                return
+            if time.monotonic() > deadline:
+                log.warning("Reading the control topic timed out; silences may be incomplete for now.")
+                return
+
+    def _apply_control(self, tp: TopicPartition, rec: Any) -> None:
+        # Not dead-lettered here: every instance reads the whole topic again at each start, so the
+        # processor (which consumes it once, in its group) is the stage that dead-letters bad control records.
+        try:
+            name, event = self.codec.decode(rec.value)
+            if name != CONTROL_EVENT:
+                raise DecodeError(f"expected {CONTROL_EVENT} on the control topic, got {name}")
+        except DecodeError as exc:
+            log.warning("Undecodable control record skipped.", extra={"reason": exc.reason, "offset": rec.offset,
+                                                                      "partition": tp.partition})
+            self.counters["control_undecodable"] += 1
+            return
+        problem = self.router.silences.apply(event)
+        if problem:
+            log.warning("Control event ignored.", extra={"problem": problem, "event_id": event.get("event_id")})
+            self.counters["control_ignored"] += 1
+        elif event.get("action", "").startswith("silence"):
+            self.counters[event["action"]] += 1
+
+    # ------------------------------------------------------------------ intake
+
+    def _intake(self, batch: dict[TopicPartition, list[Any]], now: float) -> None:
+        transitions: list[Transition] = []
+        for tp, records in batch.items():
+            for rec in records:
+                self.tracker.add(tp, rec.offset)
+                try:
+                    name, event = self.codec.decode(rec.value)
+                    if name != ALERT_EVENT:
+                        raise DecodeError(f"expected {ALERT_EVENT} on the alerts topic, got {name}")
+                except DecodeError as exc:
+                    self._deadletter(rec, tp, exc.reason)
+                    self.tracker.done(tp, rec.offset)
+                    continue
+                transitions.append(Transition(event, tp, rec.offset))
+        if not transitions:
+            return
+        sent = self._already_sent(transitions)
+        if sent:
+            pairs = sum(len(v) for v in sent.values())
+            log.info("Skipping %d (transition, receiver) pairs the log shows as sent before a restart.", pairs)
+        for t in transitions:
+            self.counters["transitions"] += 1
+            settled = self.router.add(t, now, sent.get(t.event_id, frozenset()))
+            self._settle(settled)
+            if not t.remaining:
+                self.tracker.done(t.partition, t.offset)
+
+    def _already_sent(self, transitions: list[Transition]) -> dict[str, set[str]]:
+        """The restart check; while ClickHouse is down, waits rather than risk sending twice."""
+        assert self.log is not None
+        delay = 1.0
+        while True:
+            try:
+                return self.log.already_sent(t.event for t in transitions if t.state in ("firing", "resolved"))
+            except StoreError as exc:
+                if self.stopping:
+                    raise
+                log.warning("Notification log unreadable; retrying before routing.", extra={"error": str(exc)})
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _deadletter(self, rec: Any, tp: TopicPartition, reason: str) -> None:
+        self.counters["deadlettered"] += 1
+        log.warning("Bad record sent to the dead-letter topic.", extra={"reason": reason, "offset": rec.offset})
+        headers = kafka_api.deadletter_headers(reason, tp.topic, tp.partition, rec.offset, STAGE)
+        self._producer.send(self.cfg.kafka.topics.deadletter, key=rec.key, value=rec.value, headers=headers)
+        self._producer.flush(30)
+
+    # ------------------------------------------------------------------ dispatch and settle
+
+    def _dispatch(self, out: Outgoing) -> None:
+        group = out.group
+        rc = self.ncfg.receiver(group.receiver)
+        notifier = self.notifiers[group.receiver]
+        notification = Notification(out.id, group.receiver, group.key, dict(group.labels), tuple(out.alerts),
+                                    external_url=self.ncfg.external_url, repeat=out.repeat)
+        rendered = self.renderer.render(notification, rc.type, notifier.parts, getattr(notifier, "alert_parts", ()),
+                                        group.route.templates, rc.templates)
+        notification = Notification(out.id, group.receiver, group.key, dict(group.labels), tuple(out.alerts),
+                                    rendered, self.ncfg.external_url, out.repeat)
+        self._in_flight[out.id] = out
+        self.counters["notifications"] += 1
+        self.workers[group.receiver].submit(Job(notification, context=out))
+
+    def _on_attempt(self, attempt: Attempt) -> None:
+        """Runs on the receiver's thread right after each attempt: the log row is the proof of delivery."""
+        out: Outgoing = attempt.job.context
+        result = attempt.result
+        status = "sent" if result.outcome == "sent" else ("failed" if attempt.final else "retrying")
+        rc = self.ncfg.receiver(out.group.receiver)
+        rows = [LogRow(t.event, rc.name, rc.type, attempt.number, status, result.http_status, result.error,
+                       attempt.duration_ms, out.group.key, out.id) for t in (*out.covered, *out.resent)]
+        if status != "sent":
+            log.warning("Notification attempt failed.", extra={
+                "receiver": rc.name, "attempt": attempt.number, "final": attempt.final,
+                "http_status": result.http_status, "error": result.error})
+        assert self.log is not None
+        try:
+            self.log.write(rows)
+        except StoreError:
+            log.exception("Notification log write failed; a restart may repeat this delivery.")
+
+    def _collect(self, now: float) -> None:
+        while True:
+            try:
+                job = self._results.get_nowait()
+            except queue.Empty:
+                return
+            out: Outgoing = job.context
+            self._in_flight.pop(out.id, None)
+            sent = job.result is not None and job.result.outcome == "sent"
+            self.counters["sent" if sent else "failed"] += 1
+            self.router.delivered(out, sent, now)
+            for t in out.covered:
+                self._settle_one(t, out.group.receiver)
+
+    def _settle(self, settled: list[Settlement]) -> None:
+        rows = []
+        for s in settled:
+            if s.status in ("silenced", "inhibited"):
+                rc = self.ncfg.receiver(s.receiver)
+                rows.append(LogRow(s.transition.event, s.receiver, rc.type, 0, s.status, error=s.reason,
+                                   group_key=s.group_key))
+            self.counters[s.status] += 1
+        if rows:
+            assert self.log is not None
+            try:
+                self.log.write(rows)
+            except StoreError:
+                log.exception("Recording muted transitions failed; they stay muted, unrecorded.")
+        for s in settled:
+            self._settle_one(s.transition, s.receiver)
+
+    def _settle_one(self, t: Transition, receiver: str) -> None:
+        t.remaining.discard(receiver)
+        if not t.remaining and t.partition is not None:
+            self.tracker.done(t.partition, t.offset)
+
+    # ------------------------------------------------------------------ commit, rebalance, backpressure
+
+    def _commit(self, force: bool = False) -> None:
+        if self._consumer is None:
+            return
+        if not force and time.monotonic() - self._last_commit < self.ncfg.commit_interval_s:
+            return
+        offsets = self.tracker.to_commit()
+        if not offsets:
+            return
+        assigned = self._consumer.assignment()
+        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        except _KafkaError as exc:  # a rebalance in progress, a broker away: the next turn tries again
+            log.warning("Offset commit failed; retrying.", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.tracker.committed(offsets)
+        self._last_commit = time.monotonic()
+
+    def _handle_rebalance(self) -> None:
+        rb = self._rebalance
+        if rb.revoked:
+            revoked, rb.revoked = set(rb.revoked), set()
+            self.tracker.drop(revoked - self._consumer.assignment())
+        if rb.assigned:
+            assigned, rb.assigned = set(rb.assigned), set()
+            self._restore(assigned)
+
+    def _restore(self, tps: set[TopicPartition]) -> None:
+        """Rebuilds firing alerts of newly assigned partitions from the changelog below the committed offset."""
+        committed = {tp: (self._consumer.committed(tp) or 0) for tp in tps}
+        committed = {tp: off for tp, off in committed.items() if off > 0}
+        if not committed:
+            return
+        reader = kafka_api.consumer(self.cfg.kafka, group_id=None)
+        latest: dict[str, dict[str, Any]] = {}
+        try:
+            reader.assign(list(committed))
+            reader.seek_to_beginning(*committed)
+            deadline = time.monotonic() + RESTORE_TIMEOUT_S
+            open_tps = set(committed)
+            while open_tps and time.monotonic() < deadline:
+                for tp, records in reader.poll(timeout_ms=500).items():
+                    for rec in records:
+                        if rec.offset >= committed[tp]:
+                            continue
+                        try:
+                            name, event = self.codec.decode(rec.value)
+                        except DecodeError:
+                            continue  # dead-lettered when it was first consumed
+                        if name == ALERT_EVENT:
+                            latest[event["fingerprint"]] = event
+                for tp in list(open_tps):
+                    if reader.position(tp) >= committed[tp]:
+                        open_tps.discard(tp)
+        finally:
+            reader.close(autocommit=False)
+        firing = [e for e in latest.values() if e["state"] == "firing"]
+        assert self.log is not None
+        told = self.log.told_firing(firing) if firing else {}
+        now = self.clock()
+        for event in firing:
+            self.router.restore(Transition(event), told.get(event["fingerprint"], {}), now)
+        self.counters["restored_firing"] += len(firing)
+        log.info("Restored alert state from the changelog.", extra={"firing": len(firing), "partitions": len(tps)})
+
+    def _backpressure(self) -> None:
+        unsettled = self.tracker.unsettled()
+        limit = self.ncfg.max_pending_transitions
+        if not self._paused and unsettled >= limit:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+            log.warning("Too many unsettled transitions; pausing the consumer.", extra={"unsettled": unsettled})
+        elif self._paused and unsettled < limit // 2:
+            self._consumer.resume(*self._consumer.assignment())
+            self._paused = False
+
+    def _housekeeping(self, now: float) -> None:
+        if now - self._last_prune > PRUNE_INTERVAL_S:
+            self.router.silences.prune(int(now * 1e6))
+            self._last_prune = now
+        if time.monotonic() - self._last_stats > STATS_INTERVAL_S:
+            self._last_stats = time.monotonic()
+            log.info("Notify sink stats.", extra={**self.stats()})
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, **self.router.stats(), "unsettled": self.tracker.unsettled(),
+                "template_failures": self.renderer.failure_count,
+                "receivers": {n: {"sent": w.sent, "failed": w.failed, "attempts": w.attempts, "queued": w.queued}
+                              for n, w in self.workers.items()}}
+
+    def idle(self) -> bool:
+        """Nothing unsettled, nothing in flight (tests and graceful drains wait for this)."""
+        return not self._in_flight and self.tracker.unsettled() == 0 and self._results.empty()
+
+
+class NotifyCollector:
+    """Prometheus collector of a sink's counters; register it on the registry that serves /metrics.
+
+    >>> registry.register(NotifyCollector(sink))   # doctest: +SKIP
+    """
+
+    def __init__(self, sink: NotifySink) -> None:
+        self.sink = sink
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.sink.stats()
+        per = stats["receivers"]
+        deliveries = CounterMetricFamily("tocsin_notify_deliveries", "Notifications finally sent or failed.",
+                                         labels=["receiver", "outcome"])
+        attempts = CounterMetricFamily("tocsin_notify_attempts", "Delivery attempts, retries included.",
+                                       labels=["receiver"])
+        queued = GaugeMetricFamily("tocsin_notify_queued", "Notifications waiting for their receiver.",
+                                   labels=["receiver"])
+        for name, r in sorted(per.items()):
+            deliveries.add_metric([name, "sent"], r["sent"])
+            deliveries.add_metric([name, "failed"], r["failed"])
+            attempts.add_metric([name], r["attempts"])
+            queued.add_metric([name], r["queued"])
+        transitions = CounterMetricFamily("tocsin_notify_transitions", "Alert transitions consumed, by decision.",
+                                          labels=["decision"])
+        for decision in ("transitions", "silenced", "inhibited", "already_sent", "dropped", "deadlettered"):
+            transitions.add_metric([decision], stats.get(decision, 0))
+        failures = CounterMetricFamily("tocsin_notify_template_failures",
+                                       "Templates that failed to render (a fallback rendered instead).",
+                                       labels=["template"])
+        for key, n in sorted(self.sink.renderer.failures.items()):
+            failures.add_metric([key], n)
+        unsettled = GaugeMetricFamily("tocsin_notify_unsettled_transitions",
+                                      "Transitions not yet decided for every receiver (offsets uncommitted).",
+                                      value=stats["unsettled"])
+        yield from (deliveries, attempts, queued, transitions, failures, unsettled)
+
+
+def _wait_for_topic(consumer: Any, topic: str, timeout_s: float = TOPIC_WAIT_S) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topic {topic} does not exist (or has no partitions); run `tocsin topics create`")
+        time.sleep(0.2)
+
+
+def _migrate(client: Any, cfg: NotifySettings) -> None:
+    """Creates the notification log table if the ClickHouse sink has not yet (migrations are idempotent)."""
+    from tocsin.sinks.clickhouse.schema import migrate
+
+    migrate(client, cfg.clickhouse.database, retention_days=cfg.clickhouse.retention_days,
+            cluster=cfg.sink_clickhouse.cluster)
+
+
+def build(cfg: NotifySettings) -> Component:
+    """``tocsin start sink-notify``."""
+    return NotifySink(cfg)
+
+
+__all__ = ["NotifyCollector", "NotifySink", "OffsetTracker", "build", "probe_notification", "send_probe"]
+
+
+# ---------------------------------------------------------------------- test notifications (`tocsin notify test`)
+
+PROBE_RULE = "tocsin_test_notification"
+
+
+def probe_notification(receiver: str, receiver_type: str, state: str = "firing",
+                       started_us: int | None = None) -> Notification:
+    """A synthetic alert, marked as a test, for checking a receiver end to end (the seed's quarterly test)."""
+    import uuid
+
+    from tocsin.sinks.notify.receivers.base import AlertView
+
+    from tocsin.core.events import HOSTNAME, now_us
+
+    now = now_us()
+    started = started_us or now
+    fp = f"tocsin-test-{receiver}"
+    alert = AlertView(
+        fingerprint=fp, alert_id=f"{fp}-{started}", event_id=uuid.uuid4().hex, rule=PROBE_RULE, severity="warning",
+        state=state, labels={"service": "tocsin", "host": HOSTNAME, "test": "true"},
+        annotations={"summary": "Test notification from Tocsin; no action is needed."},
+        starts_at_us=started, ends_at_us=now if state == "resolved" else None, ts_us=now,
+    )
+    return Notification(uuid.uuid4().hex, receiver, f"test:{receiver}", {"service": "tocsin"}, (alert,), test=True)
+
+
+def send_probe(receiver_cfg: Any, cfg: NotifySettings, policy: RetryPolicy | None = None,
+               sleep: Any = time.sleep) -> list[tuple[str, Any, int]]:
+    """Sends a test notification through one receiver; returns ``[(what, final result, attempts)]``.
+
+    Receivers that open incidents (PagerDuty, Alertmanager) get the resolve
+    right after, so the test pages nobody for long.
+    """
+    from tocsin.sinks.notify.delivery import deliver
+
+    notifier = build_notifier(receiver_cfg, cfg.alert_email_recipients)
+    renderer = TemplateRenderer(cfg.notify.template_dir)
+    policy = policy or RetryPolicy.of(receiver_cfg)
+    steps = ["firing", "resolved"] if receiver_cfg.type in ("pagerduty", "alertmanager") else ["firing"]
+    out: list[tuple[str, Any, int]] = []
+    started: int | None = None
+    try:
+        for state in steps:
+            n = probe_notification(receiver_cfg.name, receiver_cfg.type, state, started)
+            started = n.alerts[0].starts_at_us
+            rendered = renderer.render(n, receiver_cfg.type, notifier.parts, getattr(notifier, "alert_parts", ()),
+                                       None, receiver_cfg.templates)
+            n = Notification(n.id, n.receiver, n.group_key, n.group_labels, n.alerts, rendered, test=True)
+            attempts: list[Attempt] = []
+            result = deliver(notifier, n, policy, on_attempt=attempts.append, sleep=sleep)
+            out.append((state, result, len(attempts)))
+            if result.outcome != "sent":
+                break
+    finally:
+        notifier.close()
+    return out

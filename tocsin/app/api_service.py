@@ -1,0 +1,60 @@
+"""The processor as a service: the consumer loop plus its HTTP API (health, alerts, dashboard, metrics).
+
+``tocsin start processor`` runs both; ``tocsin start all`` also mounts the
+ClickHouse owner's store API (``sinks/clickhouse/store_api.py``) on the same server, so
+``tocsin query``, ``report`` and ``cleanup`` reach the embedded store through it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tocsin.app.config import TocsinConfig
+from tocsin.core.component import Component
+from tocsin.processors.service import ProcessorService
+
+
+class ApiServer(Component):
+    """uvicorn in a thread over a started processor; ``run()`` just waits for ``close()``."""
+
+    name = "http"
+
+    def __init__(self, cfg: TocsinConfig, service: ProcessorService, *, store_api: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.service = service
+        self.store_api = store_api
+        self._view: Any = None
+        self._server: Any = None
+        self._thread: Any = None
+
+    def start(self) -> None:
+        from tocsin.processors.http.app import create_app
+        from tocsin.processors.http.server import serve
+        from tocsin.processors.view import ProcessorView
+
+        routers = []
+        if self.store_api:
+            from tocsin.core.clickhouse import connect
+            from tocsin.sinks.clickhouse.store_api import store_router
+
+            routers.append(store_router(lambda: connect(self.cfg.clickhouse), self.cfg))
+        self._view = ProcessorView(self.service)
+        self._server, self._thread = serve(create_app(self._view, self.cfg, extra_routers=routers), self.cfg)
+
+    def _release(self) -> None:
+        from tocsin.processors.http.server import stop
+
+        if self._server is not None:
+            stop(self._server, self._thread)
+        if self._view is not None:
+            self._view.close()
+
+
+def build(cfg: TocsinConfig, *, store_api: bool = False) -> Component:
+    """``tocsin start processor``: the consumer loop and its HTTP API, started in that order."""
+    from tocsin.app.services import ServiceGroup
+    from tocsin.processors.service import build as build_processor
+
+    service = build_processor(cfg)
+    return ServiceGroup({"processor": service, "http": ApiServer(cfg, service, store_api=store_api)})
