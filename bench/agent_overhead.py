@@ -17,12 +17,12 @@ import time
 import uuid
 
 import psutil
-from tocsin.producers.config import MetricsAgentConfig
-from tocsin.producers.metrics import MetricsSampler
 
 from bench.harness import BenchContext
 from tocsin.app.config import KafkaConfig
 from tocsin.core import kafka as kafka_api
+from tocsin.producers.config import MetricsAgentConfig
+from tocsin.producers.metrics import MetricsSampler
 
 DESCRIPTION = "metrics agent CPU at the default 10 s interval (target < 1 % of a core)"
 RATIOS: dict[str, tuple[str, str]] = {}

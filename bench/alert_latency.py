@@ -21,14 +21,14 @@ from typing import Any
 
 import yaml
 from kafka import TopicPartition
-from tocsin.processors.rules import DEFAULT_RULES
-from tocsin.schemas.codec import default_codec
 
 from bench.harness import BenchContext
 from bench.processor import bench_config
 from tocsin.app.config import KafkaConfig, TocsinConfig
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import METRIC_EVENT, now_us
+from tocsin.processors.rules import DEFAULT_RULES
+from tocsin.schemas.codec import default_codec
 
 DESCRIPTION = "produce of a breaching event -> its AlertEvent, p50/p99, under background load"
 RATIOS: dict[str, tuple[str, str]] = {}

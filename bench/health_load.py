@@ -59,9 +59,8 @@ def _batches(n_events: int, start_us: int, spread_us: int, first: int = 0) -> li
 
     Message ``m`` (counting from ``first``) goes to service ``m % SERVICES``, alternating logs and metrics.
     """
-    from tocsin.schemas.codec import default_codec
-
     from tocsin.core.events import LOG_EVENT, METRIC_EVENT
+    from tocsin.schemas.codec import default_codec
 
     codec = default_codec()
     out = []
@@ -331,11 +330,10 @@ def run(ctx: BenchContext) -> dict[str, float]:
 
 def _serve(config_path: str) -> None:
     """The processor service with its HTTP API, until SIGTERM."""
+    from tocsin.app.config import load_config
     from tocsin.processors.http import create_app, serve, stop
     from tocsin.processors.service import ProcessorService
     from tocsin.processors.view import ProcessorView
-
-    from tocsin.app.config import load_config
 
     cfg = load_config(config_path, env={})
     service = ProcessorService(cfg)
@@ -397,9 +395,8 @@ class _IdleView:
 
 def _bystander(port: int) -> None:
     """The same HTTP app in a process of its own, until SIGTERM."""
-    from tocsin.processors.http import create_app, serve
-
     from tocsin.app.config import TocsinConfig
+    from tocsin.processors.http import create_app, serve
 
     cfg = TocsinConfig.model_validate({"api": {"token": TOKEN, "http_addr": f"127.0.0.1:{port}"}})
     serve(create_app(_IdleView(), cfg), cfg)

@@ -14,12 +14,12 @@ import time
 import uuid
 
 from kafka import TopicPartition
-from tocsin.schemas.codec import default_codec
 
 from bench.harness import BenchContext
 from tocsin.app.config import KafkaConfig, TopicsConfig
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import LOG_EVENT, now_us
+from tocsin.schemas.codec import default_codec
 
 DESCRIPTION = "produce and consume+decode N LogEvents: kafka-python vs kcat"
 RATIOS = {

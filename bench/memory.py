@@ -46,6 +46,7 @@ def _events(series: int, interval_s: float, start_us: int) -> Iterator[dict[str,
 def measure(series: int, interval_s: float) -> dict[str, float]:
     """In this process: RSS growth from holding ``series`` series fed every ``interval_s`` for 5 minutes."""
     import psutil
+
     from tocsin.processors.engine import Engine
     from tocsin.processors.rules import load_rules
 

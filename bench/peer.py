@@ -15,7 +15,6 @@ import uuid
 from typing import Any
 
 import yaml
-from tocsin.schemas.codec import default_codec
 
 from bench.harness import BenchContext
 from bench.processor import PARTITIONS, process
@@ -23,6 +22,7 @@ from bench.quix_job import THRESHOLD, WINDOW_MS, run_quix
 from tocsin.app.config import TocsinConfig
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import LOG_EVENT, now_us
+from tocsin.schemas.codec import default_codec
 
 DESCRIPTION = "1-minute sliding error count per service with a threshold: tocsin processor vs Quix Streams"
 RATIOS = {"tocsin/quix": ("tocsin.events_per_s", "quix.events_per_s")}

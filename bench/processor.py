@@ -17,14 +17,13 @@ import time
 import uuid
 from typing import Any
 
-from tocsin.processors.service import GC_THRESHOLDS
-from tocsin.schemas.codec import default_codec
-
 from bench.harness import BenchContext
 from bench.kafka import consume_decode
 from tocsin.app.config import TocsinConfig
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import LOG_EVENT, METRIC_EVENT, now_us
+from tocsin.processors.service import GC_THRESHOLDS
+from tocsin.schemas.codec import default_codec
 
 DESCRIPTION = "events/s through decode, windows and rules (default rules) vs consume+decode only"
 RATIOS = {

@@ -15,16 +15,15 @@ import time
 import uuid
 from typing import Any
 
-from tocsin.schemas.codec import default_codec
-from tocsin.sinks.clickhouse.schema import migrate
-from tocsin.sinks.clickhouse.sink import ClickHouseSink
-
 from bench.harness import BenchContext
 from bench.kafka import consume_decode
 from tocsin.app.config import TocsinConfig
 from tocsin.core import kafka as kafka_api
 from tocsin.core.clickhouse import connect
 from tocsin.core.events import LOG_EVENT, now_us
+from tocsin.schemas.codec import default_codec
+from tocsin.sinks.clickhouse.schema import migrate
+from tocsin.sinks.clickhouse.sink import ClickHouseSink
 
 DESCRIPTION = "Kafka -> ClickHouse log events: sink vs direct insert (a) vs consume+decode (b)"
 RATIOS = {

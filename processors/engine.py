@@ -37,11 +37,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from tocsin.core.events import iso, now_us
 from tocsin.processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
 from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
 from tocsin.processors.windows import SlidingWindow
-
-from tocsin.core.events import iso, now_us
 
 MAX_ABS_VALUE = 1e15
 """Larger magnitudes are a broken agent, not a measurement (1e15 ms is 31,000 years)."""

@@ -38,10 +38,10 @@ from typing import Annotated, Any, Literal
 import jinja2
 import jinja2.sandbox
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
-from tocsin.processors.windows import DEFAULT_MAPPING, SlidingWindow
 
 from tocsin.core.config import StrictModel, format_validation_error, read_yaml
 from tocsin.core.errors import RuleError
+from tocsin.processors.windows import DEFAULT_MAPPING, SlidingWindow
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
 

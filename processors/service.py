@@ -58,13 +58,6 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError as _KafkaError
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
-from tocsin.processors.alerts import Transition, fingerprint_of
-from tocsin.processors.config import ProcessorSettings
-from tocsin.processors.engine import Engine, PartitionState
-from tocsin.processors.rules import Rule, RuleSet, load_rules
-from tocsin.processors.view import Counters as ViewCounters
-from tocsin.processors.view import LatencyHistogram, ResolveOutcome, SeriesPoint
-from tocsin.schemas.codec import default_codec
 
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
@@ -79,6 +72,13 @@ from tocsin.core.events import (
     new_event_id,
     now_us,
 )
+from tocsin.processors.alerts import Transition, fingerprint_of
+from tocsin.processors.config import ProcessorSettings
+from tocsin.processors.engine import Engine, PartitionState
+from tocsin.processors.rules import Rule, RuleSet, load_rules
+from tocsin.processors.view import Counters as ViewCounters
+from tocsin.processors.view import LatencyHistogram, ResolveOutcome, SeriesPoint
+from tocsin.schemas.codec import default_codec
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from tocsin.producers.config import AgentSettings
-
 from tocsin.core.component import Component
+from tocsin.producers.config import AgentSettings
 
 log = logging.getLogger("tocsin.agent")
 _JOIN_TIMEOUT_S = 30.0

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import fastavro
-from tocsin.schemas.codec import MAGIC, default_codec
 
 from tocsin.core.events import LOG_EVENT
+from tocsin.schemas.codec import MAGIC, default_codec
 
 # The field layout this encoder writes: (name, Avro type as in LogEvent.v1.avsc).
 LAYOUT = [

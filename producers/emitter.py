@@ -16,10 +16,9 @@ import threading
 import time
 from typing import Any
 
-from tocsin.schemas.codec import default_codec
-
 from tocsin.core.config import KafkaConfig
 from tocsin.core.errors import EncodeError, KafkaError
+from tocsin.schemas.codec import default_codec
 
 log = logging.getLogger("tocsin.emitter")
 _BATCH = 500

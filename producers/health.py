@@ -20,11 +20,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import psutil
-from tocsin.producers.config import AgentSettings, HealthConfig, HttpCheckConfig
 
 from tocsin.core.component import Component
 from tocsin.core.errors import KafkaError
 from tocsin.core.events import HEALTH_EVENT, HOSTNAME, new_event_id, now_us
+from tocsin.producers.config import AgentSettings, HealthConfig, HttpCheckConfig
 
 log = logging.getLogger("tocsin.health")
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
@@ -208,9 +208,8 @@ def _sql_connect(scheme: str, dsn: str, timeout_s: float) -> Any:
 
 def publish_results(cfg: AgentSettings, results: list[dict[str, Any]], producer: Any = None) -> int:
     """Produces the results as HealthEvents and waits for the acknowledgements; returns how many."""
-    from tocsin.schemas.codec import default_codec
-
     from tocsin.core import kafka as kafka_api
+    from tocsin.schemas.codec import default_codec
 
     codec = default_codec()
     own = producer is None

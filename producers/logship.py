@@ -43,18 +43,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tocsin.core import kafka as kafka_api
+from tocsin.core import paths
+from tocsin.core.component import Component
+from tocsin.core.errors import KafkaError
+from tocsin.core.events import HOSTNAME, METRIC_EVENT, now_us
 from tocsin.producers.avrofast import FastavroEncoder, log_event_encoder
 from tocsin.producers.config import AgentSettings, LogInputConfig, LogShipConfig
 from tocsin.producers.kafkasend import RecordSender, batch_failure
 from tocsin.producers.logstate import FileState, StateStore
 from tocsin.producers.multiline import MultilineJoiner, Record
 from tocsin.producers.parsers import Parser, make_parser
-
-from tocsin.core import kafka as kafka_api
-from tocsin.core import paths
-from tocsin.core.component import Component
-from tocsin.core.errors import KafkaError
-from tocsin.core.events import HOSTNAME, METRIC_EVENT, now_us
 
 log = logging.getLogger("tocsin.logship")
 

@@ -19,12 +19,12 @@ import time
 from typing import Any
 
 import psutil
-from tocsin.producers.config import AgentSettings, MetricsAgentConfig, ProcessWatchConfig
 
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
 from tocsin.core.errors import KafkaError
 from tocsin.core.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
+from tocsin.producers.config import AgentSettings, MetricsAgentConfig, ProcessWatchConfig
 
 log = logging.getLogger("tocsin.metrics")
 # Pseudo filesystems never worth a disk_usage series.

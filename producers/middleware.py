@@ -20,10 +20,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from tocsin.producers.routes import RouteLimiter
-
 from tocsin.core.config import KafkaConfig
 from tocsin.core.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
+from tocsin.producers.routes import RouteLimiter
 
 API_RESPONSE_TIME = "api_response_time"
 DATABASE_QUERY_TIME = "database_query_time"

@@ -19,10 +19,9 @@ import json
 import re
 from typing import Any
 
+from tocsin.core.errors import ConfigError
 from tocsin.producers import timeparse
 from tocsin.producers.routes import RouteLimiter
-
-from tocsin.core.errors import ConfigError
 
 try:  # orjson parses a line ~5x faster than json; the shipper's throughput depends on it
     import orjson as _orjson

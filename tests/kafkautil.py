@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import TopicPartition
-from tocsin.schemas.codec import default_codec
 
 from tocsin.app.config import KafkaConfig
 from tocsin.core import kafka as kafka_api
+from tocsin.schemas.codec import default_codec
 
 
 def produce(cfg: KafkaConfig, topic: str, name: str, records: Iterable[dict[str, Any]],

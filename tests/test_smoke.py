@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from kafka import TopicPartition
-from tocsin.schemas.codec import default_codec
 
 from tests.kafkautil import produce
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import LOG_EVENT, now_us
+from tocsin.schemas.codec import default_codec
 
 N = 10_000
 SERVICES = [f"svc-{i}" for i in range(8)]

@@ -27,6 +27,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+
+import tocsin
+from tocsin.core.config import Wiring
+from tocsin.core.errors import TocsinError
 from tocsin.processors.http import documents
 from tocsin.processors.http.auth import TokenAuth
 from tocsin.processors.http.dashboard import DashboardAssets
@@ -43,10 +47,6 @@ from tocsin.processors.http.models import (
     Severity,
 )
 from tocsin.processors.view import ServiceView
-
-import tocsin
-from tocsin.core.config import Wiring
-from tocsin.core.errors import TocsinError
 
 log = logging.getLogger(__name__)
 

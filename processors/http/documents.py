@@ -10,9 +10,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tocsin.processors.view import SeriesPoint, ServiceView
-
 from tocsin.core.events import HOSTNAME, iso, now_us
+from tocsin.processors.view import SeriesPoint, ServiceView
 
 LAG_DEGRADED = 10_000
 """Total consumer lag (messages) above which the processor reports itself degraded: ~1 s at the target rate."""

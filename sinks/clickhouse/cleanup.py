@@ -17,9 +17,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tocsin.sinks.clickhouse.schema import TTL_TABLES, SchemaContext
-
 from tocsin.core.errors import StoreError
+from tocsin.sinks.clickhouse.schema import TTL_TABLES, SchemaContext
 
 _PARTITION_ID_RE = re.compile(r"^[0-9A-Za-z_-]+$")  # toDate partitions have ids like 20261127
 # The time column of each table: ts (DateTime64(6)) for events, minute (DateTime) for rollups,

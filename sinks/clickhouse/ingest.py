@@ -32,10 +32,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tocsin.core.errors import DecodeError, StoreError
 from tocsin.schemas.codec import HEADER_LEN, MAGIC, default_codec
 from tocsin.sinks.clickhouse.schema import INGEST
-
-from tocsin.core.errors import DecodeError, StoreError
 
 FAULT_UNTIL_ENV = "TOCSIN_FAULT_CLICKHOUSE_UNTIL"
 FAULT_FILE_ENV = "TOCSIN_FAULT_CLICKHOUSE_FILE"

@@ -47,14 +47,14 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
-from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
-from tocsin.sinks.clickhouse.ingest import FaultSwitch, Framer, Group, IngestWriter, Rejected
 
 from tocsin.core import kafka as kafka_api
 from tocsin.core.clickhouse import connect
 from tocsin.core.component import Component
 from tocsin.core.errors import DecodeError, KafkaError, StoreError
 from tocsin.core.scheduler import Scheduler
+from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
+from tocsin.sinks.clickhouse.ingest import FaultSwitch, Framer, Group, IngestWriter, Rejected
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
-
 from tocsin.core.config import ClickHouseConfig
 from tocsin.core.errors import StoreError
+from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 
 # readonly=2: no writes and no DDL, but per-query settings (the row limit below) stay allowed;
 # the readonly level itself cannot be lowered from inside the query.

@@ -23,6 +23,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
+
+from tocsin.core.errors import StoreError
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 from tocsin.sinks.clickhouse.store_access import (
     REPORT_MAX_ROWS,
@@ -31,8 +33,6 @@ from tocsin.sinks.clickhouse.store_access import (
     readonly_client,
     run_query,
 )
-
-from tocsin.core.errors import StoreError
 
 MAX_REPORT_HOURS = 24 * 366
 

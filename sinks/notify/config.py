@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
-from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 
 from tocsin.core.config import ConsumerGroupConfig, StrictModel
+from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 
 MatcherOp = Literal["=", "!=", "=~", "!~"]
 _MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')

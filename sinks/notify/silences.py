@@ -20,10 +20,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tocsin.sinks.notify.config import MatcherSpec, matches_all
-
 from tocsin.core.errors import ConfigError
 from tocsin.core.events import HOSTNAME, now_us
+from tocsin.sinks.notify.config import MatcherSpec, matches_all
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
 _UNIT_S = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -137,11 +136,10 @@ def expire_event(silence_id: str, actor: str | None = None) -> dict[str, Any]:
 
 def publish(kafka_cfg: Any, topic: str, event: dict[str, Any]) -> None:
     """Produces one ControlEvent (keyed by silence id, so a silence's events stay in order)."""
-    from tocsin.schemas.codec import default_codec
-
     from tocsin.core import kafka as kafka_api
     from tocsin.core.errors import KafkaError
     from tocsin.core.events import CONTROL_EVENT
+    from tocsin.schemas.codec import default_codec
 
     producer = kafka_api.producer(kafka_cfg)
     try:
@@ -157,11 +155,11 @@ def publish(kafka_cfg: Any, topic: str, event: dict[str, Any]) -> None:
 def read_store(kafka_cfg: Any, topic: str, timeout_s: float = 30.0) -> SilenceStore:
     """Every silence on the control topic, read from the beginning to its current end."""
     from kafka import TopicPartition
-    from tocsin.schemas.codec import default_codec
 
     from tocsin.core import kafka as kafka_api
     from tocsin.core.errors import DecodeError, KafkaError
     from tocsin.core.events import CONTROL_EVENT
+    from tocsin.schemas.codec import default_codec
 
     store = SilenceStore()
     codec = default_codec()

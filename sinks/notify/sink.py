@@ -37,6 +37,11 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError as _KafkaError
 from kafka.structs import OffsetAndMetadata
+
+from tocsin.core import kafka as kafka_api
+from tocsin.core.component import Component
+from tocsin.core.errors import DecodeError, KafkaError, StoreError
+from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
 from tocsin.sinks.notify.delivery import Attempt, Job, ReceiverWorker, RetryPolicy, TokenBucket
@@ -44,11 +49,6 @@ from tocsin.sinks.notify.log import LogRow, NotificationLog
 from tocsin.sinks.notify.receivers.base import Notification, Notifier, build_notifier
 from tocsin.sinks.notify.routing import Outgoing, Router, Settlement, Transition
 from tocsin.sinks.notify.templates import TemplateRenderer
-
-from tocsin.core import kafka as kafka_api
-from tocsin.core.component import Component
-from tocsin.core.errors import DecodeError, KafkaError, StoreError
-from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -597,9 +597,8 @@ def probe_notification(receiver: str, receiver_type: str, state: str = "firing",
     """A synthetic alert, marked as a test, for checking a receiver end to end (the seed's quarterly test)."""
     import uuid
 
-    from tocsin.sinks.notify.receivers.base import AlertView
-
     from tocsin.core.events import HOSTNAME, now_us
+    from tocsin.sinks.notify.receivers.base import AlertView
 
     now = now_us()
     started = started_us or now

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tocsin.core.component import Component
+from tocsin.core.errors import ConfigError
 from tocsin.sinks.notify.config import EmailReceiverConfig, NotifySettings, SmtpConfig
 from tocsin.sinks.notify.delivery import RetryPolicy
 from tocsin.sinks.notify.receivers.base import DeliveryResult
 from tocsin.sinks.notify.receivers.email import build_message, send_email
-
-from tocsin.core.component import Component
-from tocsin.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

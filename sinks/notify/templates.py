@@ -29,6 +29,7 @@ from typing import Any
 
 from jinja2 import BaseLoader, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
+
 from tocsin.sinks.notify.receivers.base import Notification
 
 log = logging.getLogger(__name__)

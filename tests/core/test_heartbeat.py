@@ -7,14 +7,13 @@ import threading
 import time
 from pathlib import Path
 
-from tocsin.processors.alerts import FIRING
-from tocsin.processors.rules import load_rules
-from tocsin.schemas.codec import default_codec
-
 from tests.kafkautil import consume_all
 from tests.processors.helpers import T0, FakeWall, S, engine, metric, states
 from tocsin.app.services import with_heartbeats
 from tocsin.core.component import Component
+from tocsin.processors.alerts import FIRING
+from tocsin.processors.rules import load_rules
+from tocsin.schemas.codec import default_codec
 
 DEFAULT_RULES = Path(__file__).parents[2] / "processors" / "rules" / "default.yaml"
 
@@ -121,9 +120,8 @@ def test_a_hung_loop_stops_beating_while_its_thread_lives_and_beats_again_when_i
 
 
 def test_the_agent_names_the_part_that_stopped() -> None:
-    from tocsin.producers.agent import AgentService
-
     from tocsin.app.config import TocsinConfig
+    from tocsin.producers.agent import AgentService
 
     agent = AgentService(TocsinConfig())
     quiet, moving, never = Component(), Component(), Component()

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tocsin.processors.service import ProcessorService
-from tocsin.schemas.codec import default_codec
 
 from tests.conftest import make_config
 from tests.kafkautil import consume_all
 from tocsin.app.config import TocsinConfig
 from tocsin.core.kafka import create_topics
+from tocsin.processors.service import ProcessorService
+from tocsin.schemas.codec import default_codec
 
 REPO = Path(__file__).resolve().parents[2]
 

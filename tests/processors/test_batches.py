@@ -3,11 +3,10 @@ event by event; a bad event inside a good batch is dead-lettered alone, re-encod
 
 from __future__ import annotations
 
-from tocsin.schemas.codec import default_codec
-
 from tests.kafkautil import consume_all, wait_for
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import METRIC_EVENT, now_us
+from tocsin.schemas.codec import default_codec
 
 from .kafkaproc import processor_config, running
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from tocsin.processors.alerts import FIRING, PENDING, RESOLVED
 from tocsin.processors.rules import load_rules
 

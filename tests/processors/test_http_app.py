@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import requests
 from fastapi.testclient import TestClient
-from tocsin.processors.http import create_app, serve, stop
-from tocsin.processors.http.app import SEED_PREFIX
-from tocsin.processors.view import Counters, LatencyHistogram, ResolveOutcome, SeriesPoint, ServiceView
 
 from tests.conftest import make_config
 from tocsin.core.errors import ConfigError, KafkaError
 from tocsin.core.events import now_us
+from tocsin.processors.http import create_app, serve, stop
+from tocsin.processors.http.app import SEED_PREFIX
+from tocsin.processors.view import Counters, LatencyHistogram, ResolveOutcome, SeriesPoint, ServiceView
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -22,11 +22,6 @@ from typing import Any
 
 import pytest
 import requests
-from tocsin.processors.http import create_app, serve, stop
-from tocsin.processors.http.app import SEED_PREFIX
-from tocsin.processors.service import ProcessorService
-from tocsin.processors.view import ProcessorView, ServiceView
-from tocsin.schemas.codec import default_codec
 
 from tests import kafkautil
 from tests.conftest import make_config, unique
@@ -34,6 +29,11 @@ from tests.kafkautil import consume_all, produce
 from tocsin.app.config import TocsinConfig
 from tocsin.core.events import CONTROL_EVENT, HEALTH_EVENT, LOG_EVENT, METRIC_EVENT, now_us
 from tocsin.core.kafka import create_topics
+from tocsin.processors.http import create_app, serve, stop
+from tocsin.processors.http.app import SEED_PREFIX
+from tocsin.processors.service import ProcessorService
+from tocsin.processors.view import ProcessorView, ServiceView
+from tocsin.schemas.codec import default_codec
 
 TOKEN = "e2e-token-" + "x" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

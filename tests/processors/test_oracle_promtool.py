@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tocsin.processors.alerts import FIRING
 
 from .helpers import T0, S, engine, metric, rules

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
-from tocsin.processors.service import partition_for
 
 from tests.kafkautil import wait_for
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import now_us
+from tocsin.processors.service import partition_for
 
 from .kafkaproc import (
     ProcessorProcess,

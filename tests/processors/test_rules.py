@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tocsin.processors.rules import CRITICAL, NONE, WARNING, load_rules, parse_duration, parse_rules
 
 from tocsin.core.errors import ConfigError, RuleError
+from tocsin.processors.rules import CRITICAL, NONE, WARNING, load_rules, parse_duration, parse_rules
 
 from .helpers import S, log, metric
 

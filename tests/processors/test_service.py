@@ -7,12 +7,12 @@ import random
 import time
 
 from kafka import KafkaProducer
-from tocsin.processors.view import ServiceView
-from tocsin.schemas.codec import MAGIC, default_codec
 
 from tests.kafkautil import consume_all, produce, wait_for
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import LOG_EVENT, METRIC_EVENT, now_us
+from tocsin.processors.view import ServiceView
+from tocsin.schemas.codec import MAGIC, default_codec
 
 from .kafkaproc import alert_events, processor_config, running
 

@@ -8,6 +8,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tocsin.processors.windows import DEFAULT_MAPPING, LogHistogram, SlidingWindow, merged
 
 S = 1_000_000

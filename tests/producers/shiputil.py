@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tocsin.producers.logship import LogShipper
-from tocsin.schemas.codec import default_codec
-
 from tests.kafkautil import consume_all, wait_for
 from tocsin.app.config import TocsinConfig
+from tocsin.producers.logship import LogShipper
+from tocsin.schemas.codec import default_codec
 
 FAST_SHIP = {"poll_interval_s": 0.05, "scan_interval_s": 0.2, "checkpoint_interval_s": 0.2, "rotate_wait_s": 0.5,
              "multiline_flush_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 2.0}

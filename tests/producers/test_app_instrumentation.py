@@ -11,6 +11,10 @@ import time
 from wsgiref.util import setup_testing_defaults
 
 import pytest
+
+from tests.conftest import make_config
+from tests.producers.shiputil import consume
+from tocsin.app.config import KafkaConfig
 from tocsin.producers.agent import build
 from tocsin.producers.emitter import EventQueue
 from tocsin.producers.logging import KafkaLogHandler, cleanup_old_logs, configure_logging
@@ -23,10 +27,6 @@ from tocsin.producers.middleware import (
     query_timer,
 )
 from tocsin.schemas.codec import default_codec
-
-from tests.conftest import make_config
-from tests.producers.shiputil import consume
-from tocsin.app.config import KafkaConfig
 
 
 @pytest.fixture

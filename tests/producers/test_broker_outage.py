@@ -11,13 +11,13 @@ import threading
 import time
 
 import pytest
-from tocsin.producers.config import LogInputConfig, LogShipConfig
-from tocsin.producers.logship import LogShipper
 
 from tests.conftest import make_config
 from tests.producers.shiputil import FAST_SHIP, numbered, seq_counts, shipped, wait_acked
 from tocsin.core import localkafka
 from tocsin.core.kafka import create_topics
+from tocsin.producers.config import LogInputConfig, LogShipConfig
+from tocsin.producers.logship import LogShipper
 
 OUTAGE_S = 20.0
 RATE_LINES = 200  # per 50 ms tick: 4,000 lines/s

@@ -8,13 +8,13 @@ import sys
 import threading
 import time
 
-from tocsin.producers.config import HttpCheckConfig
-from tocsin.producers.health import HealthProber, HealthScheduler, overall_status
-from tocsin.schemas.codec import default_codec
 from werkzeug import Response
 
 from tests.producers.shiputil import consume
 from tocsin.app.config import TocsinConfig
+from tocsin.producers.config import HttpCheckConfig
+from tocsin.producers.health import HealthProber, HealthScheduler, overall_status
+from tocsin.schemas.codec import default_codec
 
 # Disk and memory of a shared CI machine are not what these tests are about.
 _QUIET = {"disk_warning_percent": 99.9, "disk_critical_percent": 100, "memory_warning_percent": 99.9,

@@ -9,8 +9,6 @@ import sys
 import time
 
 import pytest
-from tocsin.producers.config import LogInputConfig, LogShipConfig
-from tocsin.producers.logship import LogShipper
 
 from tests.kafkautil import wait_for
 from tests.producers.shiputil import (
@@ -23,6 +21,8 @@ from tests.producers.shiputil import (
     wait_acked,
     write_config,
 )
+from tocsin.producers.config import LogInputConfig, LogShipConfig
+from tocsin.producers.logship import LogShipper
 
 
 def _ship(cfg, inputs, state=False, **settings):

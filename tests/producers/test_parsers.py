@@ -8,14 +8,14 @@ import logging
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tocsin.core.errors import ConfigError
 from tocsin.producers.avrofast import LogEventEncoder
 from tocsin.producers.multiline import MultilineJoiner
 from tocsin.producers.parsers import JsonParser, NginxParser, RegexParser, TextParser, make_parser
 from tocsin.producers.routes import OTHER, RouteLimiter, template_of
 from tocsin.producers.timeparse import parse_any, parse_clf, parse_iso
 from tocsin.schemas.codec import default_codec
-
-from tocsin.core.errors import ConfigError
 
 # --- real-format samples -------------------------------------------------------
 

@@ -11,9 +11,9 @@ import pytest
 from fastavro.schema import to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tocsin.schemas.codec import MAGIC, Codec, SchemaRegistry, default_codec, schema_fingerprint
 
 from tocsin.core.errors import DecodeError, EncodeError
+from tocsin.schemas.codec import MAGIC, Codec, SchemaRegistry, default_codec, schema_fingerprint
 
 SAMPLES = {
     "LogEvent": {"event_id": "f:1", "ts": 1_767_225_600_123_456, "service": "shop", "host": "web-1",

@@ -13,10 +13,9 @@ import json
 import time
 from typing import Any
 
+from tocsin.core.events import iso
 from tocsin.sinks.notify.config import AlertmanagerReceiverConfig
 from tocsin.sinks.notify.receivers.base import AlertView, DeliveryResult, Notification, Notifier
-
-from tocsin.core.events import iso
 
 API_PATH = "/api/v2/alerts"
 NO_SEVERITY = ("", "none")

@@ -36,10 +36,9 @@ def test_archive_writes_one_parquet_per_old_day_and_is_idempotent(clickhouse_cli
 
 def test_store_upkeep_jobs_run_beside_the_sink(clickhouse_client, tocsin_config, tmp_path: Path) -> None:
     """The sink's scheduler runs cleanup and the weekly archive (days older than retention - 8)."""
+    from tocsin.core.events import now_us
     from tocsin.sinks.clickhouse.schema import migrate
     from tocsin.sinks.clickhouse.sink import maintenance_jobs
-
-    from tocsin.core.events import now_us
 
     cfg = tocsin_config.model_copy(update={"jobs": tocsin_config.jobs.model_copy(
         update={"archive_dir": str(tmp_path / "weekly")})})

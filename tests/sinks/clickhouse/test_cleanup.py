@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from tocsin.sinks.clickhouse.cleanup import cleanup
 from tocsin.sinks.clickhouse.schema import migrate
 

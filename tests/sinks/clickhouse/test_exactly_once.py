@@ -32,11 +32,11 @@ import pytest
 import yaml
 from kafka import TopicPartition
 from kafka.errors import KafkaError
-from tocsin.schemas.codec import default_codec
 
 from tests.conftest import make_config
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import ALERT_EVENT, HEALTH_EVENT, LOG_EVENT, METRIC_EVENT, now_us
+from tocsin.schemas.codec import default_codec
 
 # 500,000 events as the issue asks; they travel as agents send them (batches of 50
 # log or metric events per message), plus single health and alert events.

@@ -9,6 +9,7 @@ import re
 import uuid
 
 import pytest
+
 from tocsin.sinks.clickhouse.reports import bucket_minutes, build_report, normalize_message, render_report
 from tocsin.sinks.clickhouse.schema import QUANTILE_ACCURACY, migrate
 from tocsin.sinks.clickhouse.store_access import readonly_client, run_query

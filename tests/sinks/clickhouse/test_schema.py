@@ -6,6 +6,8 @@ import json
 import re
 
 import pytest
+
+from tocsin.core.events import LOG_EVENT, now_us
 from tocsin.schemas.codec import HEADER_LEN, default_codec
 from tocsin.sinks.clickhouse.ingest import container
 from tocsin.sinks.clickhouse.schema import (
@@ -18,8 +20,6 @@ from tocsin.sinks.clickhouse.schema import (
     migrate,
     render,
 )
-
-from tocsin.core.events import LOG_EVENT, now_us
 
 NOTIFICATIONS_COLUMNS = [
     ("event_id", "String"), ("ts", "DateTime64(6, 'UTC')"), ("alert_event_id", "String"), ("alert_id", "String"),

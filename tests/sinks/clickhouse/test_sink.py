@@ -14,16 +14,16 @@ import fastavro
 import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
-from tocsin.schemas.codec import HEADER_LEN, default_codec
-from tocsin.sinks.clickhouse.ingest import FaultSwitch, Framer, Group, IngestWriter, container, read_long
-from tocsin.sinks.clickhouse.schema import migrate
-from tocsin.sinks.clickhouse.sink import PENDING_PREFIX, ClickHouseSink, pending_end
 
 from tests.conftest import make_config
 from tests.kafkautil import consume_all, wait_for
 from tocsin.core import kafka as kafka_api
 from tocsin.core.errors import DecodeError, StoreError
 from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT, HEALTH_EVENT, LOG_EVENT, METRIC_EVENT, now_us
+from tocsin.schemas.codec import HEADER_LEN, default_codec
+from tocsin.sinks.clickhouse.ingest import FaultSwitch, Framer, Group, IngestWriter, container, read_long
+from tocsin.sinks.clickhouse.schema import migrate
+from tocsin.sinks.clickhouse.sink import PENDING_PREFIX, ClickHouseSink, pending_end
 
 
 def _log(i: int, base: int, service: str = "shop") -> dict:

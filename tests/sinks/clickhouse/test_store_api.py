@@ -16,14 +16,14 @@ import requests
 import uvicorn
 import yaml
 from fastapi import FastAPI, Header, HTTPException
-from tocsin.sinks.clickhouse.schema import migrate
-from tocsin.sinks.clickhouse.store_access import DirectStore, HttpStore, open_store, owner_pid, readonly_client
-from tocsin.sinks.clickhouse.store_api import store_router
 
 from tests.conftest import make_config
 from tocsin.core.clickhouse import connect
 from tocsin.core.errors import StoreError
 from tocsin.core.events import now_us
+from tocsin.sinks.clickhouse.schema import migrate
+from tocsin.sinks.clickhouse.store_access import DirectStore, HttpStore, open_store, owner_pid, readonly_client
+from tocsin.sinks.clickhouse.store_api import store_router
 
 TOKEN = "s3cret-token"
 ROOT = Path(__file__).parents[3]

@@ -6,6 +6,7 @@ import random
 from email.utils import formatdate
 
 import pytest
+
 from tocsin.sinks.notify.delivery import RetryPolicy, TokenBucket, deliver
 from tocsin.sinks.notify.receivers.base import DeliveryResult, classify_http, parse_retry_after
 from tocsin.sinks.notify.sink import probe_notification

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from tocsin.sinks.notify.config import EmailReceiverConfig
-from tocsin.sinks.notify.receivers.base import AlertView, Notification
-from tocsin.sinks.notify.receivers.email import EmailNotifier
-
 from tests.sinks.notify import support as notify_support
 from tests.sinks.notify.support import (
     alert_event,
@@ -16,6 +12,9 @@ from tests.sinks.notify.support import (
     smtp_server,
     wait_until,
 )
+from tocsin.sinks.notify.config import EmailReceiverConfig
+from tocsin.sinks.notify.receivers.base import AlertView, Notification
+from tocsin.sinks.notify.receivers.email import EmailNotifier
 
 notify_env = notify_support.notify_env  # the fixture
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from tests.sinks.notify.support import alert_event, resolved_of
 from tocsin.sinks.notify.config import MatcherSpec, NotifyConfig
 from tocsin.sinks.notify.routing import Router, Transition, alert_labels, build_routes
 from tocsin.sinks.notify.silences import SilenceStore, create_event, expire_event
-
-from tests.sinks.notify.support import alert_event, resolved_of
 
 T0 = 1_700_000_000.0
 

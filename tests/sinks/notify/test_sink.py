@@ -6,9 +6,6 @@ import time
 
 from kafka import TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
-from tocsin.sinks.notify.config import MatcherSpec
-from tocsin.sinks.notify.silences import create_event, expire_event
-from tocsin.sinks.notify.sink import NotifyCollector, NotifySink, build
 
 from tests.kafkautil import consume_all
 from tests.sinks.notify import support as notify_support
@@ -23,6 +20,9 @@ from tests.sinks.notify.support import (
 )
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
+from tocsin.sinks.notify.config import MatcherSpec
+from tocsin.sinks.notify.silences import create_event, expire_event
+from tocsin.sinks.notify.sink import NotifyCollector, NotifySink, build
 
 notify_env = notify_support.notify_env  # the fixture
 

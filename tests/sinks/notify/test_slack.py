@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from tocsin.sinks.notify.receivers.slack import COLOURS, RESOLVED_COLOUR
-
 from tests.sinks.notify import support as notify_support
 from tests.sinks.notify.support import (
     alert_event,
@@ -15,6 +13,7 @@ from tests.sinks.notify.support import (
     running_sink,
     wait_until,
 )
+from tocsin.sinks.notify.receivers.slack import COLOURS, RESOLVED_COLOUR
 
 notify_env = notify_support.notify_env  # the fixture
 

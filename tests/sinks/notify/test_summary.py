@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tocsin.sinks.clickhouse.schema import migrate
-from tocsin.sinks.notify.log import NotificationLog
-from tocsin.sinks.notify.summary import SummaryScheduler, day_key, previous_due, render_summary
-
 from tests.sinks.notify import support as notify_support
 from tests.sinks.notify.support import smtp_server, wait_until
 from tocsin.core.clickhouse import connect
+from tocsin.sinks.clickhouse.schema import migrate
+from tocsin.sinks.notify.log import NotificationLog
+from tocsin.sinks.notify.summary import SummaryScheduler, day_key, previous_due, render_summary
 
 notify_env = notify_support.notify_env  # the fixture
 

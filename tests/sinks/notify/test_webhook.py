@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from tocsin.sinks.notify.receivers.base import AlertView, Notification
-from tocsin.sinks.notify.receivers.webhook import ZERO_TIME, webhook_payload
-
 from tests.sinks.notify import support as notify_support
 from tests.sinks.notify.support import (
     alert_event,
@@ -20,6 +17,8 @@ from tests.sinks.notify.support import (
     wait_until,
 )
 from tocsin.core.events import iso
+from tocsin.sinks.notify.receivers.base import AlertView, Notification
+from tocsin.sinks.notify.receivers.webhook import ZERO_TIME, webhook_payload
 
 __all__ = ["notify_env"]  # the fixture, imported for pytest
 
