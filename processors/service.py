@@ -732,39 +732,25 @@ class ProcessorService(Component):
 
 
 def read_alert_changelog(cfg: ProcessorSettings, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
-    """The latest AlertEvent per fingerprint on the (compacted) alerts topic, read to its current end."""
-    topic = cfg.kafka.topics.alerts
+    """The latest AlertEvent per fingerprint on the (compacted) alerts topic, read to its current end.
+
+    Raises ``ReadTimeout`` (a ``KafkaError``) when the end is not reached in time.
+    """
     codec = default_codec()
-    consumer = kafka_api.consumer(cfg.kafka, group_id=None)
     latest: dict[str, dict[str, Any]] = {}
-    try:
-        parts = [TopicPartition(topic, q) for q in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not parts:
-            return latest
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        todo = {tp for tp in parts if ends[tp] > 0}
-        deadline = time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for m in records:
-                    if m.value is None:
-                        latest.pop(m.key.decode() if m.key else "", None)
-                        continue
-                    try:
-                        name, rec = codec.decode(m.value)
-                    except DecodeError:
-                        continue  # not ours to judge here; the alerts sinks dead-letter it
-                    if name == ALERT_EVENT:
-                        latest[rec["fingerprint"]] = rec
-            for tp in list(todo):
-                if consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-        if todo:
-            raise KafkaError(f"could not read {topic} to its end within {timeout_s:g}s")
-    finally:
-        consumer.close()
+
+    def handle(_tp: TopicPartition, m: Any) -> None:
+        if m.value is None:
+            latest.pop(m.key.decode() if m.key else "", None)
+            return
+        try:
+            name, rec = codec.decode(m.value)
+        except DecodeError:
+            return  # not ours to judge here; the alerts sinks dead-letter it
+        if name == ALERT_EVENT:
+            latest[rec["fingerprint"]] = rec
+
+    kafka_api.read_topic(cfg.kafka, cfg.kafka.topics.alerts, handle, timeout_s=timeout_s, missing_ok=True)
     return latest
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import getpass
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -153,37 +152,27 @@ def publish(kafka_cfg: Any, topic: str, event: dict[str, Any]) -> None:
 
 
 def read_store(kafka_cfg: Any, topic: str, timeout_s: float = 30.0) -> SilenceStore:
-    """Every silence on the control topic, read from the beginning to its current end."""
-    from kafka import TopicPartition
+    """Every silence on the control topic, read from the beginning to its current end.
 
+    Raises ``ReadTimeout`` when the end is not reached in time, ``KafkaError`` when the topic is missing.
+    """
     from tocsin.core import kafka as kafka_api
-    from tocsin.core.errors import DecodeError, KafkaError
+    from tocsin.core.errors import DecodeError
     from tocsin.core.events import CONTROL_EVENT
     from tocsin.schemas.codec import default_codec
 
     store = SilenceStore()
     codec = default_codec()
-    consumer = kafka_api.consumer(kafka_cfg, group_id=None)
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            raise KafkaError(f"topic {topic} does not exist; run `tocsin topics create`")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise KafkaError(f"reading {topic} timed out after {timeout_s:g} s")
-            for records in consumer.poll(timeout_ms=500).values():
-                for rec in records:
-                    try:
-                        name, event = codec.decode(rec.value)
-                    except DecodeError:
-                        continue
-                    if name == CONTROL_EVENT:
-                        store.apply(event)
-    finally:
-        consumer.close(autocommit=False)
+
+    def handle(_tp: Any, rec: Any) -> None:
+        if rec.value is None:
+            return
+        try:
+            name, event = codec.decode(rec.value)
+        except DecodeError:
+            return
+        if name == CONTROL_EVENT:
+            store.apply(event)
+
+    kafka_api.read_topic(kafka_cfg, topic, handle, timeout_s=timeout_s)
     return store

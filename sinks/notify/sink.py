@@ -40,7 +40,7 @@ from kafka.structs import OffsetAndMetadata
 
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
-from tocsin.core.errors import DecodeError, KafkaError, StoreError
+from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, StoreError
 from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
@@ -262,23 +262,18 @@ class NotifySink(Component):
     def _drain_control(self, until_end: bool = False) -> None:
         if self._control is None:
             return
-        end_offsets: dict[TopicPartition, int] = {}
-        if until_end:
-            assigned = list(self._control.assignment())
-            end_offsets = self._control.end_offsets(assigned) if assigned else {}
-        deadline = time.monotonic() + RESTORE_TIMEOUT_S
-        while True:
-            batch = self._control.poll(timeout_ms=200 if until_end else 0)
-            for tp, records in batch.items():
+        if not until_end:
+            for tp, records in self._control.poll(timeout_ms=0).items():
                 for rec in records:
                     self._apply_control(tp, rec)
-            if not until_end:
-                return
-            if all(self._control.position(tp) >= end for tp, end in end_offsets.items()):
-                return
-            if time.monotonic() > deadline:
-                log.warning("Reading the control topic timed out; silences may be incomplete for now.")
-                return
+            return
+        try:
+            kafka_api.read_to_end(self._control, self._apply_control, timeout_s=RESTORE_TIMEOUT_S,
+                                  what=self.cfg.kafka.topics.control)
+        except ReadTimeout as exc:
+            # Degrade, and say so: the rest arrives through the ordinary drain on later passes.
+            log.warning("Control topic not read to its end; silences may be incomplete for now.",
+                        extra={"error": str(exc)})
 
     def _apply_control(self, tp: TopicPartition, rec: Any) -> None:
         # Not dead-lettered here: every instance reads the whole topic again at each start, so the
@@ -458,25 +453,26 @@ class NotifySink(Component):
             return
         reader = kafka_api.consumer(self.cfg.kafka, group_id=None)
         latest: dict[str, dict[str, Any]] = {}
+
+        def handle(_tp: TopicPartition, rec: Any) -> None:
+            if rec.value is None:
+                return
+            try:
+                name, event = self.codec.decode(rec.value)
+            except DecodeError:
+                return  # dead-lettered when it was first consumed
+            if name == ALERT_EVENT:
+                latest[event["fingerprint"]] = event
+
         try:
             reader.assign(list(committed))
             reader.seek_to_beginning(*committed)
-            deadline = time.monotonic() + RESTORE_TIMEOUT_S
-            open_tps = set(committed)
-            while open_tps and time.monotonic() < deadline:
-                for tp, records in reader.poll(timeout_ms=500).items():
-                    for rec in records:
-                        if rec.offset >= committed[tp]:
-                            continue
-                        try:
-                            name, event = self.codec.decode(rec.value)
-                        except DecodeError:
-                            continue  # dead-lettered when it was first consumed
-                        if name == ALERT_EVENT:
-                            latest[event["fingerprint"]] = event
-                for tp in list(open_tps):
-                    if reader.position(tp) >= committed[tp]:
-                        open_tps.discard(tp)
+            kafka_api.read_to_end(reader, handle, timeout_s=RESTORE_TIMEOUT_S, until=committed,
+                                  what=f"{self.cfg.kafka.topics.alerts} (restoring alert state)")
+        except ReadTimeout as exc:
+            # Degrade and say so: alerts not restored are notified again when they next change.
+            self.counters["restore_incomplete"] += 1
+            log.error("Alert state only partly restored from the changelog.", extra={"error": str(exc)})
         finally:
             reader.close(autocommit=False)
         firing = [e for e in latest.values() if e["state"] == "firing"]

@@ -9,7 +9,6 @@ nothing else, as a third-party subscriber would be.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,29 +35,25 @@ def _assigned_consumer(cfg: KafkaConfig, topic: str, from_beginning: bool):
 
 
 def read_transitions(cfg: KafkaConfig, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Every AlertEvent still on the topic, in (partition, offset) order; stops at the end offsets."""
-    topic = cfg.topics.alerts
-    consumer, parts = _assigned_consumer(cfg, topic, from_beginning=True)
+    """Every AlertEvent still on the topic, in (partition, offset) order, to the topic's current end.
+
+    Raises ``ReadTimeout`` when the end is not reached in time (never a silent partial list).
+    """
     codec = default_codec()
-    try:
-        end = consumer.end_offsets(parts)
-        remaining = {tp for tp in parts if end[tp] > consumer.position(tp)}
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for m in records:
-                    try:
-                        name, event = codec.decode(m.value)
-                    except DecodeError:
-                        continue  # the processor dead-letters bad records; a reader skips them
-                    if name == ALERT_EVENT:
-                        out.append(event)
-                if consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        consumer.close()
+    out: list[dict[str, Any]] = []
+
+    def handle(_tp: TopicPartition, m: Any) -> None:
+        if m.value is None:
+            return
+        try:
+            name, event = codec.decode(m.value)
+        except DecodeError:
+            return  # the processor dead-letters bad records; a reader skips them
+        if name == ALERT_EVENT:
+            out.append(event)
+
+    kafka_api.read_topic(cfg, cfg.topics.alerts, handle, timeout_s=timeout_s, missing_ok=True)
+    return out
 
 
 def latest_by_fingerprint(transitions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

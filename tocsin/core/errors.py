@@ -8,6 +8,7 @@ exceptions are wrapped at the component boundary (``raise ... from exc``)::
     ├── DecodeError        bytes that are not a known Avro single-object message
     ├── EncodeError        a record that does not fit its schema
     ├── KafkaError         broker unreachable, topic admin failed
+    │   └── ReadTimeout    a topic not read to its end in time (callers retry or degrade)
     ├── LocalKafkaError    the local broker could not be resolved or started
     ├── StoreError         ClickHouse unreachable or a statement failed
     ├── SinkError          a sink could not deliver (after its retries)
@@ -15,6 +16,8 @@ exceptions are wrapped at the component boundary (``raise ... from exc``)::
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class TocsinError(Exception):
@@ -51,6 +54,14 @@ class EncodeError(TocsinError):
 
 class KafkaError(TocsinError):
     """Kafka could not be reached or refused an operation."""
+
+
+class ReadTimeout(KafkaError):
+    """A topic could not be read to its end in time; ``behind`` maps each partition left to its distance."""
+
+    def __init__(self, message: str, behind: dict[Any, int] | None = None) -> None:
+        super().__init__(message)
+        self.behind = behind or {}
 
 
 class LocalKafkaError(TocsinError):

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError as _KafkaError
 from kafka.errors import TopicAlreadyExistsError
 
 from tocsin.core import kafkafetch
 from tocsin.core.config import KafkaConfig
-from tocsin.core.errors import KafkaError
+from tocsin.core.errors import KafkaError, ReadTimeout
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,77 @@ def admin(cfg: KafkaConfig) -> KafkaAdminClient:
         return KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **cfg.client_kwargs()})
     except _KafkaError as exc:
         raise _wrap(exc, "connecting an admin client", cfg) from exc
+
+
+def read_to_end(consumer: KafkaConsumer, handle: Callable[[TopicPartition, Any], None], *,
+                timeout_s: float, what: str, partitions: Sequence[TopicPartition] | None = None,
+                until: dict[TopicPartition, int] | None = None, poll_ms: int = 200) -> int:
+    """Reads the assigned partitions from their positions up to the end offsets they have now
+    (or up to ``until``: records at or past a partition's bound are not handed over).
+
+    Every record goes to ``handle`` (tombstones too: ``value`` is None). The one behaviour every caller
+    gets: the end is reached, or ``ReadTimeout`` is raised naming what is left. A partial result is never
+    returned as if it were whole; the caller decides to retry, degrade (and say so) or fail. The records
+    handed over before a timeout stay handed over, and the consumer's positions say where to go on.
+    Returns the number of records read.
+    """
+    parts = list(partitions if partitions is not None else (until or consumer.assignment()))
+    if not parts:
+        return 0
+    if until is not None:
+        ends = dict(until)
+    else:
+        try:
+            ends = consumer.end_offsets(parts)
+        except _KafkaError as exc:
+            raise ReadTimeout(f"reading {what}: end offsets unavailable: {type(exc).__name__}: {exc}") from exc
+    todo = {tp for tp in parts if consumer.position(tp) < ends[tp]}
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while todo:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            behind = {tp: ends[tp] - consumer.position(tp) for tp in todo}
+            raise ReadTimeout(f"could not read {what} to its end within {timeout_s:g} s "
+                              f"({sum(behind.values())} records left in {len(behind)} partitions)", behind)
+        try:
+            batch = consumer.poll(timeout_ms=max(1, min(poll_ms, int(left * 1000))))
+        except _KafkaError as exc:
+            log.debug("poll failed while reading to the end", extra={"what": what, "error": str(exc)})
+            continue
+        for tp, records in batch.items():
+            end = ends.get(tp)
+            for rec in records:
+                if end is not None and rec.offset >= end:
+                    break
+                handle(tp, rec)
+                n += 1
+        todo = {tp for tp in todo if consumer.position(tp) < ends[tp]}
+    return n
+
+
+def read_topic(cfg: KafkaConfig, topic: str, handle: Callable[[TopicPartition, Any], None], *,
+               timeout_s: float, missing_ok: bool = False) -> int:
+    """A whole topic, from the beginning to its current end, through ``read_to_end``.
+
+    A topic that does not exist raises ``KafkaError`` (or reads as empty with ``missing_ok``).
+    """
+    client = consumer(cfg, group_id=None)
+    try:
+        try:
+            found = client.partitions_for_topic(topic)
+        except _KafkaError as exc:
+            raise _wrap(exc, f"reading {topic}", cfg) from exc
+        if not found:
+            if missing_ok:
+                return 0
+            raise KafkaError(f"topic {topic} does not exist; run `tocsin topics create`")
+        parts = [TopicPartition(topic, q) for q in sorted(found)]
+        client.assign(parts)
+        client.seek_to_beginning(*parts)
+        return read_to_end(client, handle, timeout_s=timeout_s, what=topic, partitions=parts)
+    finally:
+        client.close(autocommit=False)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# A source checkout's root: docker/kafka (the broker's Maven project) lives there, not in the wheel.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def home() -> Path:

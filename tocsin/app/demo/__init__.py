@@ -45,6 +45,7 @@ from tocsin.app.config import load_config
 from tocsin.core import kafka as kafka_api
 from tocsin.core import localkafka, paths
 from tocsin.core.events import HEALTH_EVENT, METRIC_EVENT, iso, new_event_id, now_us
+from tocsin.processors.rules import DEFAULT_RULES
 
 SHOP = ("storefront", "checkout", "payments")
 DB_HOST, DB_SERVICE, DB_MOUNT = "shop-db-1", "shop-db", "/var/lib/postgresql"
@@ -53,7 +54,7 @@ EXPECTED = {  # (rule, the label that names the culprit, its value) -> what was 
     ("api_response_time", "service", "payments"): "latency spike in payments",
     ("disk_usage", "host", DB_HOST): f"disk usage breach on {DB_HOST}",
 }
-RULES_FILE = paths.REPO_ROOT / "processors" / "rules" / "demo.yaml"
+RULES_FILE = DEFAULT_RULES.with_name("demo.yaml")  # shipped beside the default rules
 
 
 def _free_port(preferred: int | None = None) -> int:
