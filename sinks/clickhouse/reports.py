@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from tocsin.sinks.clickhouse.config import ClickHouseSinkConfig
+from tocsin.sinks.clickhouse.results import QueryResult
 from tocsin.sinks.clickhouse.schema import QUANTILE_ACCURACY, QUANTILE_LEVELS, QUANTILES_FN
-from tocsin.sinks.clickhouse.store_access import QueryResult
 
 Ask = Callable[[str, dict[str, Any] | None], QueryResult]
 FORMATS = ("text", "md", "html", "json")

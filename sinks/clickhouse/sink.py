@@ -524,8 +524,6 @@ def maintenance_jobs(cfg: ClickHouseSinkSettings) -> Scheduler:
     return sched
 
 
-def build(cfg: ClickHouseSinkSettings) -> Component:
-    """``tocsin start sink-clickhouse``: the sink and the store's scheduled upkeep."""
-    from tocsin.app.services import ServiceGroup
-
-    return ServiceGroup({"sink-clickhouse": ClickHouseSink(cfg), "store-jobs": maintenance_jobs(cfg)})
+def build(cfg: ClickHouseSinkSettings) -> dict[str, Component]:
+    """``tocsin start sink-clickhouse``: the sink and the store's scheduled upkeep (the application groups them)."""
+    return {"sink-clickhouse": ClickHouseSink(cfg), "store-jobs": maintenance_jobs(cfg)}

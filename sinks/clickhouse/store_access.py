@@ -33,32 +33,19 @@ import os
 import re
 import threading
 import uuid
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tocsin.core.config import ClickHouseConfig
 from tocsin.core.errors import StoreError
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
+from tocsin.sinks.clickhouse.results import QueryResult
 
 # readonly=2: no writes and no DDL, but per-query settings (the row limit below) stay allowed;
 # the readonly level itself cannot be lowered from inside the query.
 READONLY_LEVEL = 2
 # Report queries return a row per service, pattern or bucket: far below this.
 REPORT_MAX_ROWS = 1_000_000
-
-
-@dataclass
-class QueryResult:
-    """A query's result in JSON-able form."""
-
-    columns: list[str]
-    types: list[str]
-    rows: list[list[Any]]
-    truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def jsonable(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """The registry of runnable services: ``tocsin start NAME`` looks them up here.
 
-Each entry names a ``build(cfg) -> Component`` function by import path, so the
+Each entry names a ``build(cfg)`` function by import path (it returns a component,
+or several by name, which run together as a ``ServiceGroup``), so the
 CLI imports only the service it starts (the data flow stays one-way: the
 registry knows names, not code). ``all`` runs the processor and both sinks in
 one process: with the embedded ClickHouse (chdb) only one process may own the
@@ -37,7 +38,12 @@ def builder(name: str) -> Callable[[TocsinConfig], Component]:
     except KeyError:
         raise ConfigError(f"unknown service {name!r}; choose from {', '.join(SERVICES)}") from None
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    build = getattr(importlib.import_module(module), attr)
+    return lambda cfg: _grouped(build(cfg))
+
+
+def _grouped(built: Component | dict[str, Component]) -> Component:
+    return built if isinstance(built, Component) else ServiceGroup(built)
 
 
 class ServiceGroup(Component):
@@ -116,7 +122,7 @@ def build_all(cfg: TocsinConfig, names: tuple[str, ...] = ALL) -> ServiceGroup:
     members: dict[str, Component] = {}
     for name in names:
         if name == "processor":
-            members[name] = build_processor(cfg, store_api="sink-clickhouse" in names)
+            members[name] = _grouped(build_processor(cfg, store_api="sink-clickhouse" in names))
         else:
             members[name] = builder(name)(cfg)
     return ServiceGroup(members)
