@@ -39,7 +39,7 @@ from typing import Any
 
 from tocsin.core.events import iso, now_us
 from tocsin.processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
-from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
+from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, KEEP, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
 from tocsin.processors.windows import SlidingWindow
 
 MAX_ABS_VALUE = 1e15
@@ -423,6 +423,8 @@ class Engine:
             if g < ps.complete_from + rule.window_us:
                 return  # half-rebuilt window after a seek: no verdict yet
             level = rule.level(s.window, g)
+            if level == NONE and rule.no_data_level is not None and s.window.empty(g):
+                level = self._no_data_level(rule, s.tracker)
         tr = s.tracker
         if tr is None:
             if level == NONE:
@@ -449,6 +451,13 @@ class Engine:
             self.by_fingerprint.pop(tr.fingerprint, None)
             s.tracker = None
 
+    @staticmethod
+    def _no_data_level(rule: Rule, tr: AlertTracker | None) -> int:
+        """The rule's ``no_data`` policy for an empty window: keep the open alert's severity, or fire."""
+        if rule.no_data_level != KEEP:
+            return rule.no_data_level  # type: ignore[return-value]
+        return tr.severity if tr is not None and tr.open else NONE
+
     def _value(self, s: Series, g: int) -> float | None:
         if s.window is None:
             return (g - s.last_seen) / 1e6 if s.last_seen >= 0 else None
@@ -471,12 +480,16 @@ class Engine:
         todo: list[Series] = []
         stale = []
         skip_clear = rule.has_safe_range
+        fires_empty = rule.no_data_level not in (None, KEEP)
         lo = g // rule.bucket_us - rule.spec.slices  # buckets at or below this left the window
         for k, s in table.items():
             if s.tracker is None and not s.dirty:
                 w = s.window
                 if w.newest <= lo:  # type: ignore[union-attr]
-                    stale.append(k)
+                    if fires_empty:  # no_data: fire: the empty window is the finding
+                        todo.append(s)
+                    else:
+                        stale.append(k)
                     continue
                 if skip_clear and w.unsafe_last <= lo:  # type: ignore[union-attr]
                     continue

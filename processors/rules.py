@@ -3,7 +3,7 @@
 A rule file is ``{"rules": [...]}`` (or a bare list). Each rule::
 
     - name: api_response_time_p95      # unique; becomes the alert's ``alertname`` label
-      kind: threshold                   # threshold (default) or absence
+      kind: threshold                   # threshold (default), or absence (more kinds below)
       source: metrics                   # logs, metrics or health
       filter: {name: api_response_time} # field: value or [values]; ``field~`` regex, ``field!`` not equal
       aggregate: p95                    # count, sum, rate_per_min, avg, min, max, latest, p50, p95, p99, ratio
@@ -62,6 +62,8 @@ SOURCE_FIELDS = {
 ERROR_LEVELS = ("ERROR", "CRITICAL")
 
 NONE, WARNING, CRITICAL = 0, 1, 2
+KEEP = -1
+"""no_data: keep: an empty window holds the alert's current severity."""
 SEVERITY_NAMES = ("none", "warning", "critical")
 
 
@@ -106,7 +108,11 @@ class RuleSpec(StrictModel):
     resolve_after: Duration = Field(0.0, description="How long clear before resolving (hysteresis).")
     cooldown: Duration = Field(0.0, description="A re-fire within this after resolving reopens the incident.")
     absent_for: Duration | None = Field(None, gt=0, description="absence: silence that fires the alert.")
-    severity: Literal["warning", "critical"] = Field("critical", description="absence: severity when firing.")
+    severity: Literal["warning", "critical"] = Field(
+        "critical", description="absence, and no_data: fire: severity when firing.")
+    no_data: Literal["resolve", "keep", "fire"] = Field(
+        "resolve", description="An empty window: counts as clear (resolve), holds the alert as it is (keep) "
+        "or fires at severity (fire), as Grafana's NoData options (OK, KeepLast, Alerting).")
     labels: dict[str, str] = Field(default_factory=dict, description="Static labels added to the alert.")
     annotations: dict[str, str] = Field(default_factory=dict, description="jinja2 templates: summary...")
 
@@ -126,6 +132,8 @@ class RuleSpec(StrictModel):
             return out
         if self.absent_for is not None:
             out.append(("absent_for", "only absence rules take absent_for"))
+        if self.no_data != "resolve" and self.kind == "threshold" and self.aggregate in ("count", "rate_per_min"):
+            out.append(("no_data", "count and rate_per_min are 0, never missing, over an empty window"))
         if self.aggregate is None:
             out.append(("aggregate", "a threshold rule needs an aggregate"))
         if self.warning is None and self.critical is None:
@@ -250,6 +258,8 @@ class Rule:
     safe_low: float = math.inf
     safe_high: float = -math.inf
     """A sample in [safe_low, safe_high] cannot raise a clear level (avg, max, latest, quantiles...)."""
+    no_data_level: int | None = None
+    """The level an empty window has (None: NONE, the default 'resolve'; -1: keep the alert's severity)."""
     templates: dict[str, jinja2.Template] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -275,6 +285,8 @@ class Rule:
             inclusive = s.direction == "above"
             self.threshold_keys = tuple(DEFAULT_MAPPING.threshold_key(t, inclusive) for _, t in self.thresholds)
         self.templates = {k: _JINJA.from_string(v) for k, v in s.annotations.items()}
+        if not self.is_absence and s.no_data != "resolve":
+            self.no_data_level = KEEP if s.no_data == "keep" else (CRITICAL if s.severity == "critical" else WARNING)
         self._safe_range()
 
     @property
