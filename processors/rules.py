@@ -92,7 +92,8 @@ class RuleSpec(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.\-]*$", description="Unique rule name.")
-    kind: Literal["threshold", "absence"] = Field("threshold", description="threshold or absence.")
+    kind: Literal["threshold", "absence", "forecast"] = Field(
+        "threshold", description="threshold, absence or forecast (see the README's rule reference).")
     source: Literal["logs", "metrics", "health"] = Field(description="Which input topic the rule reads.")
     filter: FilterSpec = Field(default_factory=dict, description="Events the rule reads.")
     numerator: FilterSpec = Field(default_factory=dict, description="ratio: the part counted over the whole.")
@@ -107,6 +108,8 @@ class RuleSpec(StrictModel):
     for_s: Duration = Field(0.0, alias="for", description="How long the condition holds before firing.")
     resolve_after: Duration = Field(0.0, description="How long clear before resolving (hysteresis).")
     cooldown: Duration = Field(0.0, description="A re-fire within this after resolving reopens the incident.")
+    predict: Duration | None = Field(
+        None, gt=0, description="forecast: how far ahead the least-squares line is read (predict_linear).")
     absent_for: Duration | None = Field(None, gt=0, description="absence: silence that fires the alert.")
     severity: Literal["warning", "critical"] = Field(
         "critical", description="absence, and no_data: fire: severity when firing.")
@@ -132,9 +135,18 @@ class RuleSpec(StrictModel):
             return out
         if self.absent_for is not None:
             out.append(("absent_for", "only absence rules take absent_for"))
+        if self.kind == "forecast":
+            if self.predict is None:
+                out.append(("predict", "a forecast rule needs predict (how far ahead, e.g. 4h)"))
+            if self.aggregate is not None:
+                out.append(("aggregate", "a forecast rule fits a line to the samples: it takes no aggregate"))
+            if self.source == "logs":
+                out.append(("source", "a forecast reads values: metrics or health, not logs"))
+        elif self.predict is not None:
+            out.append(("predict", "only forecast rules take predict"))
         if self.no_data != "resolve" and self.kind == "threshold" and self.aggregate in ("count", "rate_per_min"):
             out.append(("no_data", "count and rate_per_min are 0, never missing, over an empty window"))
-        if self.aggregate is None:
+        if self.aggregate is None and self.kind != "forecast":
             out.append(("aggregate", "a threshold rule needs an aggregate"))
         if self.warning is None and self.critical is None:
             out.append(("warning", "a threshold rule needs warning or critical (or both)"))
@@ -327,7 +339,7 @@ class Rule:
         s = self.spec
         return SlidingWindow(self.bucket_us, s.slices, numerator=s.aggregate == "ratio",
                              quantiles=self.quantile is not None, threshold_keys=self.threshold_keys,
-                             extrema=s.aggregate in ("min", "max"))
+                             extrema=s.aggregate in ("min", "max"), regression=s.kind == "forecast")
 
     def value_of(self, rec: Mapping[str, Any]) -> float | None:
         """The number a sample contributes: the metric value, the health field, or 1 per log line."""
@@ -349,6 +361,11 @@ class Rule:
     def measure(self, w: SlidingWindow, t: int) -> float | None:
         """The aggregate over the window ending at ``t``; None when the window holds nothing."""
         agg = self.spec.aggregate
+        if self.spec.kind == "forecast":
+            if w.span_us(t) * 2 < self.window_us:
+                return None  # a line through less than half a window is noise read hours ahead
+            line = w.linear(t)
+            return None if line is None else line[1] + line[0] * self.spec.predict  # type: ignore[operator]
         if agg == "count":
             return float(w.count(t))
         if agg == "rate_per_min":
