@@ -76,12 +76,14 @@ class Counters:
 class Series:
     """One group of one rule in one partition: its window (or last-seen time) and its alert tracker."""
 
-    __slots__ = ("dirty", "evaluated_at", "key", "last_seen", "rule", "timer_at", "tracker", "window")
+    __slots__ = ("dirty", "evaluated_at", "history", "key", "last_seen", "rule", "timer_at", "tracker", "window")
 
     def __init__(self, rule: Rule, key: tuple[str, ...]) -> None:
         self.rule = rule
         self.key = key
         self.window: SlidingWindow | None = None if rule.is_absence else rule.new_window()
+        self.history: SlidingWindow | None = rule.new_history()
+        """spike rules: one bucket per past window, the baseline's source."""
         self.tracker: AlertTracker | None = None
         self.last_seen = -1
         self.dirty = False
@@ -121,6 +123,8 @@ class PartitionState:
         self.replay_until = -1
         """Offset the previous owner had committed: before it, transitions are recomputed, not new."""
         self.last_event_wall = 0
+        self.watched_from = math.inf
+        """Event time of the first event seen: periods before it are unknown, not empty (spike baselines)."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -293,6 +297,7 @@ class Engine:
         numerator = rule.is_numerator
         safe_low, safe_high = rule.safe_low, rule.safe_high
         value_of = None if rule.source == "metrics" else rule.value_of
+        spiky = rule.is_spike
 
         def feed_window(rec: dict[str, Any], ts: int) -> None:
             if post is not None and not post(rec):
@@ -305,9 +310,12 @@ class Engine:
             if value is None:
                 return
             unsafe = not safe_low <= value <= safe_high
-            if not s.window.add(ts, value, numerator(rec) if numerator is not None else False, unsafe):
+            is_num = numerator(rec) if numerator is not None else False
+            if not s.window.add(ts, value, is_num, unsafe):
                 counters.late += 1
                 return
+            if spiky:
+                s.history.add(ts, value, is_num)
             if not s.dirty and (unsafe or s.tracker is not None):
                 s.dirty = True  # (a clear sample in a clear window needs no evaluation: see Rule._safe_range)
                 dirty.append(s)
@@ -334,6 +342,7 @@ class Engine:
         last = ((ts - 1) // step) * step
         if ps.next_eval < 0:
             ps.next_eval = last + step  # first event: nothing before it to evaluate
+            ps.watched_from = ts
             return
         g = ps.next_eval
         if g > last:
@@ -422,7 +431,11 @@ class Engine:
         else:
             if g < ps.complete_from + rule.window_us:
                 return  # half-rebuilt window after a seek: no verdict yet
-            level = rule.level(s.window, g)
+            if rule.is_spike:
+                level, spike_value, base = rule.spike_level(s.window, s.history, g,
+                                                            max(ps.complete_from, ps.watched_from))
+            else:
+                level = rule.level(s.window, g)
             if level == NONE and rule.no_data_level is not None and s.window.empty(g):
                 level = self._no_data_level(rule, s.tracker)
         tr = s.tracker
@@ -433,8 +446,12 @@ class Engine:
             self.by_fingerprint[tr.fingerprint] = (ps, s)
         before = tr.step(g, level, rule.for_us, rule.resolve_us, rule.cooldown_us)
         if before is not None:
-            tr.value = self._value(s, g)
-            tr.threshold = self._threshold(rule, tr.severity if tr.severity != NONE else before[1])
+            severity = tr.severity if tr.severity != NONE else before[1]
+            if rule.is_spike:
+                tr.value, tr.threshold = spike_value, rule.spike_threshold(severity, base)
+            else:
+                tr.value = self._value(s, g)
+                tr.threshold = self._threshold(rule, severity)
             self._emit(s, tr, before)
         if s.window is None and (tr.open or tr.latched_at is not None):
             ps.active.add(s)  # an absent group may report again: evaluate at every instant
@@ -485,7 +502,7 @@ class Engine:
         for k, s in table.items():
             if s.tracker is None and not s.dirty:
                 w = s.window
-                if w.newest <= lo:  # type: ignore[union-attr]
+                if w.newest <= lo and (s.history is None or s.history.newest <= g // rule.window_us - rule.periods):
                     if fires_empty:  # no_data: fire: the empty window is the finding
                         todo.append(s)
                     else:
