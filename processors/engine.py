@@ -38,7 +38,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tocsin.core.events import iso, now_us
+from tocsin.core.patterns import MESSAGE_MAX_CHARS, normalize_message, pattern_id
 from tocsin.processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
+from tocsin.processors.patterns import PatternMemory
 from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, KEEP, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
 from tocsin.processors.windows import SlidingWindow
 
@@ -147,7 +149,8 @@ class ServiceStats:
 class Engine:
     """Windows, rules and alert trackers of the partitions this process owns.
 
-    >>> from tocsin.processors.rules import parse_rules
+    >>> from tocsin.processors.patterns import PatternMemory
+from tocsin.processors.rules import parse_rules
     >>> rules = parse_rules([{"name": "cpu", "source": "metrics", "filter": {"name": "cpu_usage"},
     ...     "aggregate": "latest", "window": "1m", "warning": 80}])
     >>> eng = Engine(rules, eval_interval_us=1_000_000, grace_us=5_000_000)
@@ -176,6 +179,9 @@ class Engine:
         self.counters = Counters()
         self.service_stats: dict[str, ServiceStats] = {}
         self.latest_health: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patterns = {r.index: PatternMemory(int(r.spec.unseen_for * 1e6), r.spec.max_patterns_per_service)
+                         for r in rules.rules if r.is_pattern}
+        """new_pattern rules: the patterns each service logged (shared by the partitions of this process)."""
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -294,6 +300,8 @@ class Engine:
 
         table = ps.tables[index]
         dirty = ps.dirty
+        if rule.is_pattern:
+            return self._feed_pattern(ps, rule, table, dirty)
         numerator = rule.is_numerator
         safe_low, safe_high = rule.safe_low, rule.safe_high
         value_of = None if rule.source == "metrics" else rule.value_of
@@ -320,6 +328,35 @@ class Engine:
                 s.dirty = True  # (a clear sample in a clear window needs no evaluation: see Rule._safe_range)
                 dirty.append(s)
         return feed_window
+
+    def _feed_pattern(self, ps: PartitionState, rule: Rule, table: dict[tuple[str, ...], Series],
+                      dirty: list[Series]) -> Callable[[dict[str, Any], int], None]:
+        """new_pattern: an error whose pattern the service did not log within ``unseen_for`` opens a series."""
+        post, key_of, allowed = rule.post_filter, rule.key_of, rule.allowed
+        memory = self.patterns[rule.index]
+        learn_us = int(rule.spec.learn_for * 1e6)
+
+        def feed_pattern(rec: dict[str, Any], ts: int) -> None:
+            if post is not None and not post(rec):
+                return
+            pattern = normalize_message(rec["message"])
+            if allowed is not None and allowed(pattern):
+                return
+            group = key_of(rec)
+            pid = pattern_id(pattern)
+            key = (*group, pid)
+            s = table.get(key)
+            new = memory.observe(rec["service"], pid, ts)
+            if s is None:
+                if not new or ts < ps.watched_from + learn_us:
+                    return  # known, or still learning what this service usually logs
+                s = table[key] = Series(rule, key)
+                memory.examples[(rec["service"], pid)] = [pattern, rec["message"][:MESSAGE_MAX_CHARS], 0]
+            memory.examples[(rec["service"], pid)][2] += 1
+            if s.window.add(ts, 1.0) and not s.dirty:  # type: ignore[union-attr]
+                s.dirty = True
+                dirty.append(s)
+        return feed_pattern
 
     @staticmethod
     def _absence_deadline(ps: PartitionState, rule: Rule, ts: int) -> None:
@@ -525,10 +562,21 @@ class Engine:
         t.annotations = rule.render({
             "labels": t.labels, "value": t.value, "threshold": t.threshold, "severity": t.severity,
             "state": t.state, "rule": rule.name, "alert_id": t.alert_id, "started_at": iso(t.started_at),
+            **self._pattern_context(s),
         })
+        if rule.is_pattern:  # the alert carries the pattern and one line (the count is its value)
+            t.annotations = {**self._pattern_context(s), **t.annotations}
         tr.record = t.as_record()
         self.outbox.append(t)
         self.counters.transitions += 1
+
+    def _pattern_context(self, s: Series) -> dict[str, str]:
+        """new_pattern: the pattern, its first line and its occurrences since it appeared."""
+        if not s.rule.is_pattern:
+            return {}
+        pattern, example, count = self.patterns[s.rule.index].examples.get(
+            (s.rule.group_labels(s.key).get("service", ""), s.key[-1]), ("", "", 0))
+        return {"pattern": pattern, "example": example, "count": str(count)}
 
     def take_transitions(self) -> list[Transition]:
         out, self.outbox = self.outbox, []
@@ -549,7 +597,7 @@ class Engine:
             if rule is None:
                 continue
             labels = rec.get("labels") or {}
-            key = tuple(labels.get(g, "") for g in rule.spec.group_by)
+            key = tuple(labels.get(g, "") for g in rule.label_names)
             if rule.fingerprint(key) != rec["fingerprint"]:
                 continue  # the rule's grouping changed since: that alert is not ours to continue
             ps = owner(rule, labels.get("service", ""))

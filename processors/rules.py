@@ -102,8 +102,8 @@ class RuleSpec(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.\-]*$", description="Unique rule name.")
-    kind: Literal["threshold", "absence", "forecast", "spike"] = Field(
-        "threshold", description="threshold, absence, forecast or spike (see the README's rule reference).")
+    kind: Literal["threshold", "absence", "forecast", "spike", "new_pattern"] = Field(
+        "threshold", description="threshold, absence, forecast, spike or new_pattern (the README's rule reference).")
     source: Literal["logs", "metrics", "health"] = Field(description="Which input topic the rule reads.")
     filter: FilterSpec = Field(default_factory=dict, description="Events the rule reads.")
     numerator: FilterSpec = Field(default_factory=dict, description="ratio: the part counted over the whole.")
@@ -125,6 +125,14 @@ class RuleSpec(StrictModel):
     cooldown: Duration = Field(0.0, description="A re-fire within this after resolving reopens the incident.")
     predict: Duration | None = Field(
         None, gt=0, description="forecast: how far ahead the least-squares line is read (predict_linear).")
+    unseen_for: Duration = Field(
+        7 * 86400.0, gt=0, description="new_pattern: a pattern not seen in the service for this long is new.")
+    learn_for: Duration = Field(
+        3600.0, ge=0, description="new_pattern: after the rule starts, patterns are learnt for this long, not alerted.")
+    allow: list[str] = Field(
+        default_factory=list, description="new_pattern: regular expressions; a matching pattern never alerts.")
+    max_patterns_per_service: int = Field(
+        10_000, ge=1, le=1_000_000, description="new_pattern: patterns remembered per service (oldest dropped).")
     absent_for: Duration | None = Field(None, gt=0, description="absence: silence that fires the alert.")
     severity: Literal["warning", "critical"] = Field(
         "critical", description="absence, and no_data: fire: severity when firing.")
@@ -179,6 +187,18 @@ class RuleSpec(StrictModel):
                     out.append((name, "a spike threshold is a ratio to the baseline: > 1 (5 = five times)"))
         elif self.baseline is not None:
             out.append(("baseline", "only spike rules take a baseline"))
+        if self.kind == "new_pattern":
+            if self.source != "logs":
+                out.append(("source", "new_pattern reads log messages: source logs"))
+            for name in ("aggregate", "warning", "critical"):
+                if getattr(self, name) is not None:
+                    out.append((name, "a new_pattern rule takes severity instead (it fires on the first occurrence)"))
+            for i, rx in enumerate(self.allow):
+                try:
+                    re.compile(rx)
+                except re.error as exc:
+                    out.append((f"allow[{i}]", f"bad regular expression: {exc}"))
+            return out
         if self.no_data != "resolve" and self.kind == "threshold" and self.aggregate in ("count", "rate_per_min"):
             out.append(("no_data", "count and rate_per_min are 0, never missing, over an empty window"))
         if self.aggregate is None and self.kind != "forecast":
@@ -312,6 +332,10 @@ class Rule:
     median_of: int | None = None
     periods: int = 0
     """spike: the ring of past periods (one window each) the baseline is read from."""
+    is_pattern: bool = False
+    label_names: tuple[str, ...] = ()
+    """Labels of one alert: group_by, plus pattern_id for new_pattern rules."""
+    allowed: Callable[[str], bool] | None = None
     no_data_level: int | None = None
     """The level an empty window has (None: NONE, the default 'resolve'; -1: keep the alert's severity)."""
     templates: dict[str, jinja2.Template] = field(default_factory=dict)
@@ -323,6 +347,13 @@ class Rule:
         self.bucket_us = max(1, self.window_us // s.slices)
         self.for_us, self.resolve_us, self.cooldown_us = (int(x * 1e6) for x in (s.for_s, s.resolve_after, s.cooldown))
         self.absent_us = int((s.absent_for or 0) * 1e6)
+        self.label_names = tuple(s.group_by)
+        if s.kind == "new_pattern":
+            self.is_pattern = True
+            self.label_names = (*s.group_by, "pattern_id")
+            if s.allow:
+                allow_rx = re.compile("|".join(f"(?:{a})" for a in s.allow))
+                self.allowed = lambda p, _rx=allow_rx: _rx.search(p) is not None
         if s.kind == "spike" and s.baseline is not None:
             self.is_spike = True
             b = s.baseline
@@ -340,6 +371,8 @@ class Rule:
         self.quantile = QUANTILES.get(s.aggregate or "")
         pairs = [(CRITICAL, s.critical), (WARNING, s.warning)]
         self.thresholds = tuple((lvl, t) for lvl, t in pairs if t is not None)
+        if self.is_pattern:  # fires while its occurrences are in the window: count > 0
+            self.thresholds = ((CRITICAL if s.severity == "critical" else WARNING, 0.0),)
         if self.quantile is not None:
             # Rank test "quantile > T" <=> "samples at or below key(T) <= rank"; for "<" use keys < T.
             inclusive = s.up
@@ -439,11 +472,13 @@ class Rule:
         return tuple(g(rec) for g in self.group_getters)
 
     def group_labels(self, key: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self.spec.group_by, key, strict=True))
+        return dict(zip(self.label_names, key, strict=True))
 
     def measure(self, w: SlidingWindow, t: int) -> float | None:
         """The aggregate over the window ending at ``t``; None when the window holds nothing."""
         agg = self.spec.aggregate
+        if self.is_pattern:
+            return float(w.count(t))
         if self.spec.kind == "forecast":
             if w.span_us(t) * 2 < self.window_us:
                 return None  # a line through less than half a window is noise read hours ahead
@@ -509,7 +544,7 @@ class Rule:
 
     def fingerprint(self, key: tuple[str, ...]) -> str:
         """Rule name plus group labels, hashed: stable across processes and restarts."""
-        text = "\x1f".join([self.name, *(f"{k}={v}" for k, v in zip(self.spec.group_by, key, strict=True))])
+        text = "\x1f".join([self.name, *(f"{k}={v}" for k, v in zip(self.label_names, key, strict=True))])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
