@@ -306,6 +306,8 @@ from tocsin.processors.rules import parse_rules
         safe_low, safe_high = rule.safe_low, rule.safe_high
         value_of = None if rule.source == "metrics" else rule.value_of
         spiky = rule.is_spike
+        lazy = rule.spec.kind == "forecast"
+        """A forecast is judged at bucket boundaries (the sweep), not per sample: a 4 h line moves slowly."""
 
         def feed_window(rec: dict[str, Any], ts: int) -> None:
             if post is not None and not post(rec):
@@ -324,7 +326,7 @@ from tocsin.processors.rules import parse_rules
                 return
             if spiky:
                 s.history.add(ts, value, is_num)
-            if not s.dirty and (unsafe or s.tracker is not None):
+            if not s.dirty and ((unsafe and not lazy) or s.tracker is not None):
                 s.dirty = True  # (a clear sample in a clear window needs no evaluation: see Rule._safe_range)
                 dirty.append(s)
         return feed_window

@@ -117,7 +117,8 @@ class RuleSpec(StrictModel):
     direction: Literal["above", "below", "up", "down"] = Field(
         "above", description="Fire above or below the thresholds (up and down are the same, for spikes).")
     baseline: BaselineSpec | None = Field(None, description="spike: what the window is compared with.")
-    min_current: float = Field(0.0, ge=0, description="spike up: the current value must reach this to fire.")
+    min_current: float = Field(
+        0.0, ge=0, description="spike up, forecast: the current value (forecast: the line now) must reach this.")
     min_baseline: float = Field(
         1.0, ge=0, description="spike: a baseline below this counts as this (up), or gives no verdict (down).")
     for_s: Duration = Field(0.0, alias="for", description="How long the condition holds before firing.")
@@ -483,7 +484,9 @@ class Rule:
             if w.span_us(t) * 2 < self.window_us:
                 return None  # a line through less than half a window is noise read hours ahead
             line = w.linear(t)
-            return None if line is None else line[1] + line[0] * self.spec.predict  # type: ignore[operator]
+            if line is None or (self.spec.up and line[1] < self.spec.min_current):
+                return None  # min_current: only a line that is already high is read ahead (node_exporter's mixin)
+            return line[1] + line[0] * self.spec.predict  # type: ignore[operator]
         if agg == "count":
             return float(w.count(t))
         if agg == "rate_per_min":

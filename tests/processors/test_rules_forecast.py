@@ -61,8 +61,8 @@ def test_a_filling_disk_fires_before_it_is_full_and_resolves_when_it_stops_filli
     out = eng.take_transitions()
     assert states(out) == [("inactive", FIRING, "critical"), (FIRING, RESOLVED, "none")]
     # v(t) + 60 s x 0.5 %/s > 100 from t > 60 s (the line through exact samples is v itself)
-    assert (out[0].ts - T0) // S == 61
-    assert out[0].value == pytest.approx(100.5, abs=0.01) and out[0].threshold == 100
+    assert (out[0].ts - T0) // S == 62  # judged at bucket boundaries (2 s)
+    assert out[0].value == pytest.approx(101, abs=0.01) and out[0].threshold == 100
     assert 100 < (out[1].ts - T0) // S < 125
 
 
@@ -87,3 +87,14 @@ def test_the_default_disk_rule_forecasts_full_within_4_hours():
     spec = load_rules().by_name["disk_full_in_4h"].spec
     assert (spec.kind, spec.predict, spec.critical, spec.direction) == ("forecast", 4 * 3600, 100, "above")
     assert spec.group_by == ["service", "host", "mount"]
+
+
+def test_min_current_reads_only_a_line_that_is_already_high():
+    wall = FakeWall()
+    eng = engine(rules({**DISK, "min_current": 85}), wall=wall, grace_s=1)
+    ps = eng.add_partition("metrics", 0, "metrics")
+    _feed(eng, ps, wall, 0, 100, lambda t: 20 + 0.5 * t)  # steep, but at 70 % at most: quiet
+    assert eng.take_transitions() == []
+    _feed(eng, ps, wall, 100, 140, lambda t: 70 + 0.5 * (t - 100))  # the line reaches 85 % at 130 s
+    out = eng.take_transitions()
+    assert states(out) == [("inactive", FIRING, "critical")] and (out[0].ts - T0) // S == 130
