@@ -53,6 +53,10 @@ HEARTBEAT_METRIC = "tocsin_heartbeat"  # tocsin.core.heartbeat.HEARTBEAT_METRIC
 STATS_BUCKET_US = 60_000_000
 STATS_BUCKETS = 60
 """Per-service summary for the HTTP API: one hour in one-minute buckets."""
+RETIRED = 1 << 62
+"""``Series.evaluated_at`` of a series whose rule a reload removed: never evaluated again."""
+RELOAD_ACTOR = "reload"
+"""``resolved_by`` of an alert whose rule a reload removed (or regrouped)."""
 
 
 @dataclass
@@ -127,6 +131,8 @@ class PartitionState:
         self.last_event_wall = 0
         self.watched_from = math.inf
         """Event time of the first event seen: periods before it are unknown, not empty (spike baselines)."""
+        self.rule_from: dict[int, int] = {}
+        """Per rule added or changed by a reload: the partition clock then (its windows are whole a window later)."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -187,14 +193,20 @@ from tocsin.processors.rules import parse_rules
 
     def add_partition(self, topic: str, partition: int, source: str) -> PartitionState:
         ps = PartitionState(topic, partition, source, self.rules, self.eval_us)
+        self._wire(ps)
+        self.partitions[ps.key] = ps
+        return ps
+
+    def _wire(self, ps: PartitionState) -> None:
+        """Builds the partition's per-rule feeds and the metric-name dispatch over them."""
         feeds = {r.index: self._feed(ps, r) for r in ps.rules}
         ps.feeds = [feeds[r.index] for r in ps.rules]
-        if source == "metrics":
+        if ps.source == "metrics":
             ps.feeds_any_metric = [feeds[r.index] for r in self.rules.any_metric]
             ps.feeds_by_metric = {name: [feeds[r.index] for r in rules]
                                   for name, rules in self.rules.by_metric.items()}
-        self.partitions[ps.key] = ps
-        return ps
+        else:
+            ps.feeds_any_metric, ps.feeds_by_metric = [], {}
 
     def drop_partition(self, key: tuple[str, int]) -> None:
         """Forgets a revoked partition: its series, trackers and fingerprints."""
@@ -334,7 +346,7 @@ from tocsin.processors.rules import parse_rules
     def _feed_pattern(self, ps: PartitionState, rule: Rule, table: dict[tuple[str, ...], Series],
                       dirty: list[Series]) -> Callable[[dict[str, Any], int], None]:
         """new_pattern: an error whose pattern the service did not log within ``unseen_for`` opens a series."""
-        post, key_of, allowed = rule.post_filter, rule.key_of, rule.allowed
+        post, key_of, allowed, index = rule.post_filter, rule.key_of, rule.allowed, rule.index
         memory = self.patterns[rule.index]
         learn_us = int(rule.spec.learn_for * 1e6)
 
@@ -350,7 +362,7 @@ from tocsin.processors.rules import parse_rules
             s = table.get(key)
             new = memory.observe(rec["service"], pid, ts)
             if s is None:
-                if not new or ts < ps.watched_from + learn_us:
+                if not new or ts < max(ps.watched_from, ps.rule_from.get(index, -1)) + learn_us:
                     return  # known, or still learning what this service usually logs
                 s = table[key] = Series(rule, key)
                 memory.examples[(rec["service"], pid)] = [pattern, rec["message"][:MESSAGE_MAX_CHARS], 0]
@@ -433,7 +445,7 @@ from tocsin.processors.rules import parse_rules
                 todo.append(s)
         ps.dirty.clear()  # cleared in place: the rules' feeds hold this list
         for s in todo:
-            if s.evaluated_at == g:
+            if s.evaluated_at >= g:  # evaluated at this instant already, or RETIRED by a reload
                 continue
             s.evaluated_at = g
             s.dirty = False
@@ -468,11 +480,14 @@ from tocsin.processors.rules import parse_rules
             silent = 0 <= s.last_seen <= g - rule.absent_us
             level = (CRITICAL if rule.spec.severity == "critical" else WARNING) if silent else NONE
         else:
-            if g < ps.complete_from + rule.window_us:
-                return  # half-rebuilt window after a seek: no verdict yet
+            complete_from = ps.complete_from
+            if ps.rule_from:
+                complete_from = max(complete_from, ps.rule_from.get(rule.index, complete_from))
+            if g < complete_from + rule.window_us:
+                return  # half-rebuilt window after a seek (or a reload that changed the rule): no verdict yet
             if rule.is_spike:
                 level, spike_value, base = rule.spike_level(s.window, s.history, g,
-                                                            max(ps.complete_from, ps.watched_from))
+                                                            max(complete_from, ps.watched_from))
             else:
                 level = rule.level(s.window, g)
             if level == NONE and rule.no_data_level is not None and s.window.empty(g):
@@ -558,14 +573,14 @@ from tocsin.processors.rules import parse_rules
         rule = s.rule
         return {**rule.spec.labels, "alertname": rule.name, **rule.group_labels(s.key)}
 
-    def _emit(self, s: Series, tr: AlertTracker, before: tuple) -> None:
+    def _emit(self, s: Series, tr: AlertTracker, before: tuple, note: dict[str, str] | None = None) -> None:
         rule = s.rule
         t = tr.transition(before, rule.name, self._labels(s))
         t.annotations = rule.render({
             "labels": t.labels, "value": t.value, "threshold": t.threshold, "severity": t.severity,
             "state": t.state, "rule": rule.name, "alert_id": t.alert_id, "started_at": iso(t.started_at),
             **self._pattern_context(s),
-        })
+        }) | (note or {})
         if rule.is_pattern:  # the alert carries the pattern and one line (the count is its value)
             t.annotations = {**self._pattern_context(s), **t.annotations}
         tr.record = t.as_record()
@@ -622,6 +637,106 @@ from tocsin.processors.rules import parse_rules
                 ps.active.add(s)  # until its first evaluation tells whether a timer runs
             n += 1
         return n
+
+    def reload(self, rules: RuleSet) -> dict[str, list[str]]:
+        """Swaps in a new rule set without a restart; returns the rule names added, changed, removed, kept.
+
+        * A rule whose spec is unchanged keeps everything: windows, baselines, timers, open alerts.
+        * A rule that changed starts with empty windows and gives no verdict for one window (as after
+          a mid-log seek); its open alerts carry over when their fingerprint (name and group labels)
+          is the same, so a changed threshold does not resolve and re-open an incident.
+        * The open alerts of a removed rule (or a changed rule whose grouping changed) resolve at
+          the partition clock with ``resolved_by: reload`` and a ``reason`` annotation.
+        * new_pattern memories carry over by rule name (they describe the services, not the rule).
+        """
+        old = self.rules
+        kept: dict[int, Rule] = {}
+        changed: dict[int, Rule] = {}
+        for r in rules.rules:
+            o = old.by_name.get(r.name)
+            if o is not None:
+                (kept if o.spec == r.spec else changed)[r.index] = o
+        removed = [r.name for r in old.rules if r.name not in rules.by_name]
+        patterns = {}
+        for r in rules.rules:
+            if r.is_pattern:
+                o = kept.get(r.index) or changed.get(r.index)
+                unseen_us, limit = int(r.spec.unseen_for * 1e6), r.spec.max_patterns_per_service
+                memory = self.patterns.get(o.index) if o is not None and o.is_pattern else None
+                if memory is None:
+                    memory = PatternMemory(unseen_us, limit)
+                memory.unseen_us, memory.max_per_service = unseen_us, limit
+                patterns[r.index] = memory
+        self.rules = rules
+        self.patterns = patterns
+        for ps in self.partitions.values():
+            self._reload_partition(ps, kept, changed)
+        return {"added": [r.name for r in rules.rules if r.name not in old.by_name],
+                "changed": [r.name for r in rules.rules if r.index in changed], "removed": removed,
+                "unchanged": [r.name for r in rules.rules if r.index in kept]}
+
+    def _reload_partition(self, ps: PartitionState, kept: dict[int, Rule], changed: dict[int, Rule]) -> None:
+        old_rules, old_tables, old_seen = ps.rules, ps.tables, ps.seen
+        old_bucket, old_absence, old_from = ps.last_bucket, ps.absence_next, ps.rule_from
+        ps.rules = self.rules.by_source.get(ps.source, [])
+        ps.tables, ps.seen, ps.last_bucket, ps.absence_next, ps.rule_from = {}, {}, {}, {}, {}
+        kept_old = {o.index for o in kept.values()}
+        for r in ps.rules:
+            o = kept.get(r.index)
+            if o is not None:  # unchanged: the same state under the new index
+                table = ps.tables[r.index] = old_tables[o.index]
+                for s in table.values():
+                    s.rule = r
+                if r.is_absence:
+                    ps.seen[r.index] = old_seen[o.index]
+                for src, dst in ((old_bucket, ps.last_bucket), (old_absence, ps.absence_next),
+                                 (old_from, ps.rule_from)):
+                    if o.index in src:
+                        dst[r.index] = src[o.index]
+                continue
+            ps.tables[r.index] = {}
+            if r.is_absence:
+                ps.seen[r.index] = {}
+            ps.rule_from[r.index] = ps.clock
+            o = changed.get(r.index)
+            if o is None:
+                continue
+            for key, s in old_tables[o.index].items():
+                tr = s.tracker
+                if tr is None or len(key) != len(r.label_names) or r.fingerprint(key) != tr.fingerprint:
+                    continue  # not carried: retired below
+                ns = ps.tables[r.index][key] = Series(r, key)
+                ns.tracker, ns.last_seen = tr, s.last_seen
+                s.tracker = None
+                self.by_fingerprint[tr.fingerprint] = (ps, ns)
+                if r.is_absence and s.last_seen >= 0:
+                    ps.seen[r.index][key] = s.last_seen
+                    self._absence_deadline(ps, r, s.last_seen)
+                if tr.open:
+                    ps.active.add(ns)  # until its first evaluation tells whether a timer runs
+            if r.is_absence and o.spec.group_by == r.spec.group_by and o.spec.filter == r.spec.filter:
+                for key, last in old_seen[o.index].items():  # the same groups: their silence so far counts
+                    ps.seen[r.index].setdefault(key, last)
+                    self._absence_deadline(ps, r, last)
+        at = ps.clock if ps.clock >= 0 else self.wall()
+        for o in old_rules:  # removed and changed rules: their old series (open alerts not carried resolve)
+            if o.index not in kept_old:
+                for s in old_tables[o.index].values():
+                    self._retire(ps, s, at)
+        ps.dirty[:] = [s for s in ps.dirty if s.evaluated_at != RETIRED]
+        self._wire(ps)
+
+    def _retire(self, ps: PartitionState, s: Series, at: int) -> None:
+        """A series whose rule is gone: its open alert resolves (reason given), then it is forgotten."""
+        tr = s.tracker
+        if tr is not None:
+            if tr.open:
+                before = tr.resolve_manually(at, RELOAD_ACTOR)
+                if before is not None:
+                    self._emit(s, tr, before, {"reason": f"rule {s.rule.name} was removed or regrouped by a reload"})
+            self.by_fingerprint.pop(tr.fingerprint, None)
+        s.evaluated_at = RETIRED
+        ps.active.discard(s)
 
     def resolve(self, alert_id: str, ts: int, actor: str) -> Transition | None:
         """Manual resolve of an open incident this process owns; None if unknown, not ours or not open."""
