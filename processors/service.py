@@ -49,6 +49,7 @@ import collections
 import gc
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from kafka.structs import OffsetAndMetadata
 
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
-from tocsin.core.errors import DecodeError, KafkaError
+from tocsin.core.errors import DecodeError, KafkaError, RuleError
 from tocsin.core.events import (
     ALERT_EVENT,
     CONTROL_EVENT,
@@ -179,6 +180,8 @@ class ProcessorService(Component):
         self._uncommitted = False
         self._pending_lock = threading.Lock()
         self._pending_assignment: set[TopicPartition] | None = None
+        self._reload_requested = False
+        self._previous_sighup: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -201,7 +204,27 @@ class ProcessorService(Component):
             auto_offset_reset="earliest" if p.start_without_commit == "earliest" else "latest")
         self._consumer.subscribe(list(self.source_of), listener=_Listener(self))
         self._start_control()
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+            # SIGHUP reloads the rule file (as Prometheus does); the loop does it between passes.
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         log.info("processor started", extra={"rules": len(self._rules.rules), "group": p.group_id})
+
+    def _on_sighup(self, _signum: int, _frame: object) -> None:
+        self._reload_requested = True  # a signal handler must not take the loop's lock
+
+    def reload_rules(self) -> dict[str, list[str]]:
+        """Reads the rule file again and swaps it in (``Engine.reload``); returns what changed.
+
+        Raises ``RuleError`` (the same problems as ``tocsin rules check``) and keeps the old rules
+        when the file does not validate. The file is read outside the loop's lock.
+        """
+        rules = load_rules(self.pcfg.rules_file)
+        with self._lock:
+            assert self.engine is not None
+            summary = self.engine.reload(rules)
+            self._rules = rules
+        log.info("rules reloaded", extra={k: ",".join(v) for k, v in summary.items() if k != "unchanged"})
+        return summary
 
     def _start_control(self) -> None:
         kcfg = self.cfg.kafka
@@ -230,6 +253,12 @@ class ProcessorService(Component):
 
     def run_once(self, poll_timeout_ms: int = POLL_TIMEOUT_MS) -> int:
         """One pass of the loop (steps 1-6 of the module docstring); returns the records handled."""
+        if self._reload_requested:
+            self._reload_requested = False
+            try:
+                self.reload_rules()
+            except RuleError as exc:
+                log.error("rule reload failed; the old rules stay", extra={"problems": " | ".join(exc.problems)})
         try:
             batch = self._consumer.poll(timeout_ms=poll_timeout_ms)  # 1. (rebalances happen in here)
         except _KafkaError:
@@ -271,6 +300,9 @@ class ProcessorService(Component):
         return n
 
     def _release(self) -> None:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         with self._lock:
             try:
                 if self._consumer is not None and self.engine is not None:

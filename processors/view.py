@@ -290,6 +290,10 @@ class ProcessorView:
     def uptime_s(self) -> float:
         return self._service.uptime_s()
 
+    def reload_rules(self) -> Mapping[str, Sequence[str]]:
+        """Reloads the rule file (the service's; raises RuleError and keeps the old rules)."""
+        return self._service.reload_rules()  # type: ignore[attr-defined]
+
     def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
         if alert_id in self._snapshot.closed_ids:
             return "already_resolved"  # answered from memory: no lock, no Kafka

@@ -7,6 +7,7 @@ Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 ``GET /health/detailed``       token   the seed's detailed shape
 ``GET /api/alerts``            token   open alerts and history, filtered and paged
 ``POST /api/alerts/resolve``   token   publishes a resolve ControlEvent: 202, 404 unknown id
+``POST /api/rules/reload``     token   reads the rule file again: 200 what changed, 400 its problems
 ``GET /api/dashboard``         token   the dashboard page's JSON
 ``GET /dashboard``             open    the page itself: static HTML/JS/CSS, no data in it
 ``GET /metrics``               token   Prometheus text format
@@ -30,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import tocsin
 from tocsin.core.config import Wiring
-from tocsin.core.errors import TocsinError
+from tocsin.core.errors import RuleError, TocsinError
 from tocsin.processors.http import documents
 from tocsin.processors.http.auth import TokenAuth
 from tocsin.processors.http.dashboard import DashboardAssets
@@ -223,6 +224,22 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
                         (f"{SEED_PREFIX}/alerts/resolve/", {"deprecated": True, "operation_id": "seed_resolve"})):
         api.add_api_route(path, resolve, methods=["POST"], status_code=202, response_model=ResolveResponse,
                           responses=resolve_responses, tags=["alerts"], summary="Resolve an alert", **extra)
+
+    def reload_rules() -> JSONResponse:
+        """Reads the rule file again (as SIGHUP does): 200 with the rules added, changed, removed, kept;
+        400 with the problems of a bad file, one ``file: rules[i] (name): field: reason`` line each
+        (the old rules stay)."""
+        reload = getattr(view, "reload_rules", None)
+        if reload is None:
+            return JSONResponse({"detail": "this process does not evaluate rules"}, status_code=501)
+        try:
+            return JSONResponse({"status": "reloaded", **reload()})
+        except RuleError as exc:
+            return JSONResponse({"detail": "the rule file does not validate; the old rules stay",
+                                 "errors": exc.problems}, status_code=400)
+
+    api.add_api_route("/api/rules/reload", reload_rules, methods=["POST"], tags=["rules"],
+                      summary="Reload the rule file", responses={400: {"description": "The file does not validate"}})
 
     async def dashboard_data() -> JSONResponse:
         """Status overview, charts (error rate and p95 latency per service, last hour), alerts, checks, lag."""

@@ -91,7 +91,8 @@ class ProcessorProcess:
     def start(self) -> ProcessorProcess:
         code = "import sys; from tocsin.app.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
         # Each process serves its own HTTP API (``tocsin start processor``): give it a port of its own.
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TOCSIN_HTTP_ADDR": f"127.0.0.1:{free_port()}"}
+        self.http_addr = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TOCSIN_HTTP_ADDR": self.http_addr}
         self.log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()/kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "--config", str(self.config_file), "start", "processor"],

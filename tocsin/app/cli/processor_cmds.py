@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tocsin.app.cli.app import config_of
-from tocsin.processors.rules import DEFAULT_RULES, RuleSet, load_rules
+from tocsin.processors.rules import DEFAULT_RULES, RuleSet, RuleSpec, load_rules
 
 rules_app = typer.Typer(help="Alert rules of the stream processor.", no_args_is_help=True)
 
@@ -26,16 +26,25 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:g}s"
 
 
+def _measure(s: RuleSpec) -> str:
+    """What a rule computes, in a table cell."""
+    if s.kind == "absence":
+        return f"absent {_duration(s.absent_for)}"
+    if s.kind == "forecast":
+        return f"linear in {_duration(s.predict)}"
+    return s.aggregate or "-"
+
+
 def _rows(rules: RuleSet) -> list[dict[str, object]]:
     rows = []
     for r in rules.rules:
         s = r.spec
         rows.append({
             "name": s.name, "kind": s.kind, "source": s.source, "filter": s.filter,
-            "aggregate": s.aggregate or f"absent {_duration(s.absent_for)}",
-            "window": _duration(s.window) if s.kind == "threshold" else "-",
-            "group_by": s.group_by, "direction": s.direction if s.kind == "threshold" else "-",
-            "warning": s.warning, "critical": s.critical if s.kind == "threshold" else s.severity,
+            "aggregate": _measure(s),
+            "window": _duration(s.window) if s.kind != "absence" else "-",
+            "group_by": s.group_by, "direction": s.direction if s.kind != "absence" else "-",
+            "warning": s.warning, "critical": s.critical if s.kind != "absence" else s.severity,
             "for": _duration(s.for_s), "resolve_after": _duration(s.resolve_after),
             "cooldown": _duration(s.cooldown),
         })
