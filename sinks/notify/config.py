@@ -29,6 +29,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from tocsin.core.config import ConsumerGroupConfig, StrictModel
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
+from tocsin.sinks.notify.timeintervals import NamedTimeIntervalConfig, unknown_references
 
 MatcherOp = Literal["=", "!=", "=~", "!~"]
 _MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
@@ -108,6 +109,10 @@ class RouteConfig(StrictModel):
         default_factory=dict, description="Template part (title, text, html) -> inline jinja2; beats the receiver's."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Child routes, tried in order.")
+    mute_time_intervals: list[str] = Field(
+        default_factory=list, description="Named time intervals in which this route sends nothing (not inherited).")
+    active_time_intervals: list[str] = Field(
+        default_factory=list, description="Named time intervals outside which this route is quiet (not inherited).")
 
     @field_validator("matchers", mode="before")
     @classmethod
@@ -258,6 +263,8 @@ class NotifyConfig(ConsumerGroupConfig):
         0.2, gt=0, le=3600, description="Settled offsets are committed at most this often (and on close/rebalance)."
     )
     log_table: str = Field("notifications", description="ClickHouse table of the notification log.")
+    time_intervals: list[NamedTimeIntervalConfig] = Field(
+        default_factory=list, description="Named intervals routes mute or activate by (sinks/notify/timeintervals.py).")
 
     @model_validator(mode="after")
     def _receivers_resolve(self) -> NotifyConfig:
@@ -275,6 +282,7 @@ class NotifyConfig(ConsumerGroupConfig):
                 walk(child, f"{path}.routes[{i}]")
 
         walk(self.route, "route")
+        problems += unknown_references(self.route, {t.name for t in self.time_intervals})
         if self.receivers and self.route.receiver is None:
             problems.append("route.receiver: the root route needs a receiver when receivers are configured")
         if problems:

@@ -30,11 +30,12 @@ from typing import Any, Literal
 from tocsin.sinks.notify.config import InhibitRuleConfig, MatcherSpec, NotifyConfig, RouteConfig, matches_all
 from tocsin.sinks.notify.receivers.base import AlertView
 from tocsin.sinks.notify.silences import SilenceStore
+from tocsin.sinks.notify.timeintervals import TimeIntervals
 
 NO_SEVERITY = ("", "none")
 ALL_LABELS = "..."  # group_by: ["..."] groups by every label, as in Alertmanager
 MUTED_RECHECK_S = 5.0  # how often a group with muted alerts looks whether the mute ended
-MuteStatus = Literal["silenced", "inhibited"]
+MuteStatus = Literal["silenced", "inhibited", "muted"]
 
 
 # --------------------------------------------------------------------------- labels
@@ -82,6 +83,8 @@ class Route:
     send_resolved: bool
     templates: dict[str, str]
     children: list[Route] = field(default_factory=list)
+    mute_time_intervals: tuple[str, ...] = ()
+    active_time_intervals: tuple[str, ...] = ()
 
     def match(self, labels: dict[str, str]) -> list[Route]:
         """The deepest matching routes (Alertmanager's algorithm), or [] when this one does not match."""
@@ -129,6 +132,8 @@ def build_routes(cfg: NotifyConfig) -> Route | None:
                                    parent.repeat_interval_s if parent else cfg.repeat_interval_s),
             send_resolved=pick(node.send_resolved, parent.send_resolved if parent else cfg.send_resolved),
             templates={**(parent.templates if parent else {}), **node.templates},
+            mute_time_intervals=tuple(node.mute_time_intervals),  # not inherited, as in Alertmanager
+            active_time_intervals=tuple(node.active_time_intervals),
         )
         route.children = [resolve(c, route, f"{rid}.{i}") for i, c in enumerate(node.routes)]
         return route
@@ -272,6 +277,7 @@ class Router:
         self.root = build_routes(cfg)
         self.silences = SilenceStore()
         self.inhibitor = Inhibitor(cfg.inhibit_rules)
+        self.intervals = TimeIntervals(cfg.time_intervals)
         self.groups: dict[str, Group] = {}
         self._groups_of: dict[str, set[str]] = {}  # fingerprint -> group keys holding it
 
@@ -394,7 +400,7 @@ class Router:
         for fp in list(group.entries):
             entry = group.entries[fp]
             latest = entry.latest
-            mute = self._mute(latest, now_us)
+            mute = self._mute(latest, now_us, route)
             if latest.state == "firing":
                 if mute is not None:
                     settled += [Settlement(t, group.receiver, mute[0], group.key, mute[1]) for t in entry.pending]
@@ -439,12 +445,16 @@ class Router:
         repeat = not covered and bool(resent)
         return Outgoing(uuid.uuid4().hex, group, alerts, covered, resent, repeat, included), settled
 
-    def _mute(self, t: Transition, now_us: int) -> tuple[MuteStatus, str] | None:
+    def _mute(self, t: Transition, now_us: int, route: Route | None = None) -> tuple[MuteStatus, str] | None:
         silence = self.silences.muting(t.labels, now_us)
         if silence is not None:
             return "silenced", f"silence {silence.id}"
         if t.state == "firing" and self.inhibitor.inhibited(t.fingerprint, t.labels):
             return "inhibited", "a more severe alert fires"
+        if route is not None and (route.mute_time_intervals or route.active_time_intervals):
+            why = self.intervals.muted(route.mute_time_intervals, route.active_time_intervals, now_us / 1e6)
+            if why is not None:
+                return "muted", why
         return None
 
     def delivered(self, outgoing: Outgoing, sent: bool, now: float) -> None:

@@ -395,7 +395,7 @@ class NotifySink(Component):
     def _settle(self, settled: list[Settlement]) -> None:
         rows = []
         for s in settled:
-            if s.status in ("silenced", "inhibited"):
+            if s.status in ("silenced", "inhibited", "muted"):
                 rc = self.ncfg.receiver(s.receiver)
                 rows.append(LogRow(s.transition.event, s.receiver, rc.type, 0, s.status, error=s.reason,
                                    group_key=s.group_key))
@@ -543,7 +543,7 @@ class NotifyCollector:
             queued.add_metric([name], r["queued"])
         transitions = CounterMetricFamily("tocsin_notify_transitions", "Alert transitions consumed, by decision.",
                                           labels=["decision"])
-        for decision in ("transitions", "silenced", "inhibited", "already_sent", "dropped", "deadlettered"):
+        for decision in ("transitions", "silenced", "inhibited", "muted", "already_sent", "dropped", "deadlettered"):
             transitions.add_metric([decision], stats.get(decision, 0))
         failures = CounterMetricFamily("tocsin_notify_template_failures",
                                        "Templates that failed to render (a fallback rendered instead).",
