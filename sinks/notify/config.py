@@ -25,10 +25,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from tocsin.core.config import ConsumerGroupConfig, StrictModel
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
+from tocsin.sinks.notify.escalation import duration_s
 from tocsin.sinks.notify.timeintervals import NamedTimeIntervalConfig, unknown_references
 
 MatcherOp = Literal["=", "!=", "=~", "!~"]
@@ -113,6 +114,10 @@ class RouteConfig(StrictModel):
         default_factory=list, description="Named time intervals in which this route sends nothing (not inherited).")
     active_time_intervals: list[str] = Field(
         default_factory=list, description="Named time intervals outside which this route is quiet (not inherited).")
+    escalate_after_s: Annotated[float | None, BeforeValidator(duration_s)] = Field(
+        None, gt=0, alias="escalate_after",
+        description="Still firing and not acked this long after it started (15m): also send to escalate_to.")
+    escalate_to: str | None = Field(None, description="Receiver an unacked alert escalates to, once an incident.")
 
     @field_validator("matchers", mode="before")
     @classmethod
@@ -278,6 +283,10 @@ class NotifyConfig(ConsumerGroupConfig):
         def walk(route: RouteConfig, path: str) -> None:
             if route.receiver is not None and route.receiver not in known:
                 problems.append(f"{path}.receiver: unknown receiver {route.receiver!r} (known: {sorted(known)})")
+            if (route.escalate_after_s is None) != (route.escalate_to is None):
+                problems.append(f"{path}: escalate_after and escalate_to go together")
+            elif route.escalate_to is not None and route.escalate_to not in known:
+                problems.append(f"{path}.escalate_to: unknown receiver {route.escalate_to!r} (known: {sorted(known)})")
             for i, child in enumerate(route.routes):
                 walk(child, f"{path}.routes[{i}]")
 
