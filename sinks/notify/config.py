@@ -25,10 +25,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from tocsin.core.config import ConsumerGroupConfig, StrictModel
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
+from tocsin.sinks.notify.escalation import duration_s
+from tocsin.sinks.notify.timeintervals import NamedTimeIntervalConfig, unknown_references
 
 MatcherOp = Literal["=", "!=", "=~", "!~"]
 _MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
@@ -108,6 +110,14 @@ class RouteConfig(StrictModel):
         default_factory=dict, description="Template part (title, text, html) -> inline jinja2; beats the receiver's."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Child routes, tried in order.")
+    mute_time_intervals: list[str] = Field(
+        default_factory=list, description="Named time intervals in which this route sends nothing (not inherited).")
+    active_time_intervals: list[str] = Field(
+        default_factory=list, description="Named time intervals outside which this route is quiet (not inherited).")
+    escalate_after_s: Annotated[float | None, BeforeValidator(duration_s)] = Field(
+        None, gt=0, alias="escalate_after",
+        description="Still firing and not acked this long after it started (15m): also send to escalate_to.")
+    escalate_to: str | None = Field(None, description="Receiver an unacked alert escalates to, once an incident.")
 
     @field_validator("matchers", mode="before")
     @classmethod
@@ -258,6 +268,8 @@ class NotifyConfig(ConsumerGroupConfig):
         0.2, gt=0, le=3600, description="Settled offsets are committed at most this often (and on close/rebalance)."
     )
     log_table: str = Field("notifications", description="ClickHouse table of the notification log.")
+    time_intervals: list[NamedTimeIntervalConfig] = Field(
+        default_factory=list, description="Named intervals routes mute or activate by (sinks/notify/timeintervals.py).")
 
     @model_validator(mode="after")
     def _receivers_resolve(self) -> NotifyConfig:
@@ -271,10 +283,15 @@ class NotifyConfig(ConsumerGroupConfig):
         def walk(route: RouteConfig, path: str) -> None:
             if route.receiver is not None and route.receiver not in known:
                 problems.append(f"{path}.receiver: unknown receiver {route.receiver!r} (known: {sorted(known)})")
+            if (route.escalate_after_s is None) != (route.escalate_to is None):
+                problems.append(f"{path}: escalate_after and escalate_to go together")
+            elif route.escalate_to is not None and route.escalate_to not in known:
+                problems.append(f"{path}.escalate_to: unknown receiver {route.escalate_to!r} (known: {sorted(known)})")
             for i, child in enumerate(route.routes):
                 walk(child, f"{path}.routes[{i}]")
 
         walk(self.route, "route")
+        problems += unknown_references(self.route, {t.name for t in self.time_intervals})
         if self.receivers and self.route.receiver is None:
             problems.append("route.receiver: the root route needs a receiver when receivers are configured")
         if problems:

@@ -6,7 +6,7 @@ reach all of them), from the beginning at start so silences survive restarts.
 
 The loop, each turn:
 
-1. apply new ControlEvents (silences) from the control topic;
+1. apply new ControlEvents (silences) from the silences and control topics;
 2. poll AlertEvents; bad records go to the dead-letter topic; ask the
    notification log which (transition, receiver) pairs were already sent (a
    restart re-reads everything after the last commit) and route the rest;
@@ -175,8 +175,9 @@ class NotifySink(Component):
         topics = self.cfg.kafka.topics
         self._producer = kafka_api.producer(self.cfg.kafka)
         self._control = kafka_api.consumer(self.cfg.kafka, group_id=None)
-        parts = _wait_for_topic(self._control, topics.control)
-        control_tps = [TopicPartition(topics.control, p) for p in sorted(parts)]
+        # Silences live on their compacted topic (and, from older releases, on the control topic).
+        control_tps = [TopicPartition(topic, p) for topic in (topics.control, topics.silences)
+                       for p in sorted(_wait_for_topic(self._control, topic))]
         self._control.assign(control_tps)
         self._control.seek_to_beginning(*control_tps)
         self._drain_control(until_end=True)
@@ -269,7 +270,7 @@ class NotifySink(Component):
             return
         try:
             kafka_api.read_to_end(self._control, self._apply_control, timeout_s=RESTORE_TIMEOUT_S,
-                                  what=self.cfg.kafka.topics.control)
+                                  what=f"{self.cfg.kafka.topics.control} and {self.cfg.kafka.topics.silences}")
         except ReadTimeout as exc:
             # Degrade, and say so: the rest arrives through the ordinary drain on later passes.
             log.warning("Control topic not read to its end; silences may be incomplete for now.",
@@ -395,7 +396,7 @@ class NotifySink(Component):
     def _settle(self, settled: list[Settlement]) -> None:
         rows = []
         for s in settled:
-            if s.status in ("silenced", "inhibited"):
+            if s.status in ("silenced", "inhibited", "muted"):
                 rc = self.ncfg.receiver(s.receiver)
                 rows.append(LogRow(s.transition.event, s.receiver, rc.type, 0, s.status, error=s.reason,
                                    group_key=s.group_key))
@@ -543,7 +544,7 @@ class NotifyCollector:
             queued.add_metric([name], r["queued"])
         transitions = CounterMetricFamily("tocsin_notify_transitions", "Alert transitions consumed, by decision.",
                                           labels=["decision"])
-        for decision in ("transitions", "silenced", "inhibited", "already_sent", "dropped", "deadlettered"):
+        for decision in ("transitions", "silenced", "inhibited", "muted", "already_sent", "dropped", "deadlettered"):
             transitions.add_metric([decision], stats.get(decision, 0))
         failures = CounterMetricFamily("tocsin_notify_template_failures",
                                        "Templates that failed to render (a fallback rendered instead).",
