@@ -219,8 +219,10 @@ def with_heartbeats(cfg: TocsinConfig, name: str, component: Component,
     factories = {n: f for n, f in factories.items() if restartable(cfg, n)}
     group = ServiceGroup(members, factories, backoff)
     beating = [n for n in members if n not in SELF_REPORTING]
-    group.members["heartbeat"] = HeartbeatLoop(cfg, group, beating)
-    group.factories["heartbeat"] = lambda: HeartbeatLoop(cfg, group, beating)
+    # One beat interval for the whole process: the processor's own (it beats from its loop at that pace).
+    interval_s = cfg.processor.heartbeat_interval_s or 15.0
+    group.members["heartbeat"] = HeartbeatLoop(cfg, group, beating, interval_s)
+    group.factories["heartbeat"] = lambda: HeartbeatLoop(cfg, group, beating, interval_s)
     return group
 
 
