@@ -210,6 +210,7 @@ def with_heartbeats(cfg: TocsinConfig, name: str, component: Component,
 
     Each member that is safe to rebuild in process restarts on failure (``ServiceGroup``).
     """
+    from tocsin.app.watchdog import add_watchdog
     from tocsin.core.heartbeat import HeartbeatLoop
 
     if isinstance(component, ServiceGroup) and name == "all":
@@ -223,6 +224,7 @@ def with_heartbeats(cfg: TocsinConfig, name: str, component: Component,
     interval_s = cfg.processor.heartbeat_interval_s or 15.0
     group.members["heartbeat"] = HeartbeatLoop(cfg, group, beating, interval_s)
     group.factories["heartbeat"] = lambda: HeartbeatLoop(cfg, group, beating, interval_s)
+    add_watchdog(cfg, group)
     return group
 
 

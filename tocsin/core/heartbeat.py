@@ -29,6 +29,9 @@ RESTARTS_METRIC = "tocsin_component_restarts_total"
 RESTARTING_METRIC = "tocsin_component_restarting"
 """1 while a component is down, waiting to restart or restarted less than a healthy period ago; else 0."""
 RESTARTS_CHECK = "restarts:{component}"
+WATCHDOG_RULE = "Watchdog"
+"""The always-firing alert of the dead man's switch (tocsin.app.watchdog): noted by the notify sink, never routed."""
+WATCHDOG_FINGERPRINT = "watchdog"
 
 Figures = dict[str, tuple[float, str]]
 """metric name -> (value, unit)"""
