@@ -256,14 +256,14 @@ class KnownLines(threading.Thread):
 
     def run(self) -> None:
         began = time.monotonic()
-        out = open(self.path, "a", buffering=1)
+        out = open(self.path, "a", buffering=1)  # noqa: SIM115 - reopened by the rename rotation below
         try:
             while not self.stop_event.is_set() and time.monotonic() - began < self.duration_s:
                 elapsed = time.monotonic() - began
                 if not self.rotations and elapsed > self.duration_s / 3:
                     out.close()
                     self.path.rename(self.path.with_name(self.path.name + ".1"))
-                    out = open(self.path, "a", buffering=1)
+                    out = open(self.path, "a", buffering=1)  # noqa: SIM115 - reopened by the rename rotation below
                     self.rotations.append("rename")
                 elif len(self.rotations) == 1 and elapsed > 2 * self.duration_s / 3:
                     shutil.copyfile(self.path, self.path.with_name(self.path.name + ".2"))
@@ -327,7 +327,7 @@ def _configs(wd: Path, bootstrap: str, hook_url: str) -> tuple[Path, Path]:
     base = {
         "kafka": {"bootstrap_servers": bootstrap, "topics": {"partitions": 3}},
         "clickhouse": {"url": f"chdb://{wd / 'store'}", "database": "chaos"},
-        "api": {"token": TOKEN, "http_addr": "127.0.0.1:0"},
+        "api": {"token": TOKEN, "http_addr": f"127.0.0.1:{_free_port()}"},  # each processor: TOCSIN_HTTP_ADDR
         "log_dir": str(wd / "shop-logs"),
         "processor": {"rules_file": str(wd / "rules.yaml"), "heartbeat_interval_s": 5.0,
                       "start_without_commit": "earliest", "eval_interval_s": EVAL_S},
