@@ -47,6 +47,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -272,7 +273,9 @@ class KnownLines(threading.Thread):
                     self.rotations.append("copytruncate")
                 # A second of lines at a time, as an application would flush them.
                 for _ in range(LINE_RATE_PER_S // 10):
-                    out.write(f"chaos line seq={self.written:07d} payload={'x' * 40}\n")
+                    # A leading ISO timestamp, as real logs have: a line's event time is when it was written.
+                    stamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+                    out.write(f"{stamp} chaos line seq={self.written:07d} payload={'x' * 40}\n")
                     self.written += 1
                 self.stop_event.wait(0.1)
         finally:
@@ -362,29 +365,6 @@ def _env(wd: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL",
                                                             "TOCSIN_HTTP_ADDR", "TOCSIN_CONFIG")}
     return {**env, "TOCSIN_HOME": str(wd / "home"), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **extra}
-
-
-def _lag(cfg: Any, group: str, topics: list[str]) -> int | None:
-    """Records of ``topics`` the group has not committed yet (None while it cannot be read)."""
-    from kafka import TopicPartition
-
-    from tocsin.core import kafka as kafka_api
-
-    try:
-        admin = kafka_api.admin(cfg.kafka)
-        consumer = kafka_api.consumer(cfg.kafka, group_id=None)
-    except Exception:
-        return None
-    try:
-        committed = admin.list_consumer_group_offsets(group)
-        parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or [])]
-        ends = consumer.end_offsets(parts)
-        return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in parts)
-    except Exception:
-        return None
-    finally:
-        consumer.close(autocommit=False)
-        admin.close()
 
 
 def _read(cfg: Any, topic: str) -> list[tuple[Any, Any]]:
@@ -531,6 +511,7 @@ def store_figures(cfg: Any) -> dict[str, Any]:
 
 def chaos(run: Run, strict: bool) -> int:
     from tocsin.app.config import load_config
+    from tocsin.app.status import consumer_lag
     from tocsin.core.kafka import create_topics
 
     rnd = random.Random(run.seed)
@@ -565,7 +546,7 @@ def chaos(run: Run, strict: bool) -> int:
     control.write_text("{}")
     for s in SHOPS:
         units[f"shop-{s}"] = Proc(f"shop-{s}", [py, "-m", "tocsin.app.demo.shop", "--service", s, "--log-dir",
-                                                str(wd / "shop-logs"), "--control", str(control), "--config",
+                                                str(wd / "shop-logs" / s), "--control", str(control), "--config",
                                                 str(main_cfg)], _env(wd), wd / "logs" / f"shop-{s}.log")
     for name, unit in units.items():
         if name != "broker":
@@ -621,13 +602,10 @@ def chaos(run: Run, strict: bool) -> int:
         # Settle: every group caught up and the shops' alerts resolved (window + resolve_after), or the cap.
         settle_end = time.monotonic() + settle_cap_s
         quiet_from = time.monotonic() + 50  # 30 s window + 10 s resolve_after + grace
-        t = cfg.kafka.topics
-        groups = {cfg.processor.group_id: [t.logs, t.metrics, t.health],
-                  cfg.sink_clickhouse.group_id: [t.logs, t.metrics, t.health, t.alerts],
-                  cfg.notify.group_id: [t.alerts]}
         lags: dict[str, int | None] = {}
         while time.monotonic() < settle_end:
-            lags = {g: _lag(cfg, g, ts) for g, ts in groups.items()}
+            with contextlib.suppress(Exception):  # the broker may still be coming back
+                lags = consumer_lag(cfg)
             if time.monotonic() >= quiet_from and all(v is not None and v < 50 for v in lags.values()):
                 break
             time.sleep(3)
