@@ -575,6 +575,7 @@ def chaos(run: Run, strict: bool) -> int:
         writer.start()
         chaos_end = time.monotonic() + chaos_s
         faults: Counter[str] = Counter()
+        schedule: list[str] = []
         next_mode = 0.0
         while time.monotonic() < chaos_end:
             now = time.monotonic()
@@ -583,8 +584,10 @@ def chaos(run: Run, strict: bool) -> int:
                 modes = {s: "errors" if (phase + i) % 3 == 0 else "normal" for i, s in enumerate(SHOPS)}
                 control.write_text(json.dumps(modes))
                 next_mode = now + 25
-            time.sleep(rnd.uniform(6, 14))
-            what = rnd.choice([*KILLABLE, "clickhouse-fault"])
+            time.sleep(rnd.uniform(5, 11))
+            if not schedule:  # every fault once per round, in a random order: a short run still hits each
+                schedule = rnd.sample([*KILLABLE, "clickhouse-fault"], len(KILLABLE) + 1)
+            what = schedule.pop()
             if what == "clickhouse-fault":
                 fault_flag.touch()
                 say(f"ClickHouse inserts fail for {FAULT_S:g} s")
