@@ -42,6 +42,7 @@ from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
 from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, StoreError
 from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
+from tocsin.core.heartbeat import WATCHDOG_RULE
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
 from tocsin.sinks.notify.delivery import Attempt, Job, ReceiverWorker, RetryPolicy, TokenBucket
@@ -152,6 +153,7 @@ class NotifySink(Component):
         self._loop_idle = threading.Event()
         self._loop_idle.set()
         self._loop_thread: threading.Thread | None = None
+        self.watchdog_seen_at: float | None = None  # monotonic; when the last Watchdog beat arrived
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -310,6 +312,10 @@ class NotifySink(Component):
                     self._deadletter(rec, tp, exc.reason)
                     self.tracker.done(tp, rec.offset)
                     continue
+                if event["rule"] == WATCHDOG_RULE:  # the dead man's switch (tocsin.app.watchdog): noted, not routed
+                    self.watchdog_seen_at = time.monotonic()
+                    self.tracker.done(tp, rec.offset)
+                    continue
                 transitions.append(Transition(event, tp, rec.offset))
         if not transitions:
             return
@@ -462,7 +468,7 @@ class NotifySink(Component):
                 name, event = self.codec.decode(rec.value)
             except DecodeError:
                 return  # dead-lettered when it was first consumed
-            if name == ALERT_EVENT:
+            if name == ALERT_EVENT and event["rule"] != WATCHDOG_RULE:
                 latest[event["fingerprint"]] = event
 
         try:
