@@ -207,12 +207,14 @@ class Supervisor(threading.Thread):
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.late: dict[tuple[str, int], float] = {}  # (processor, pid) -> its last late count
+        self.downtime: dict[str, float] = {}  # longest time from death to started again, per unit
 
     def run(self) -> None:
         import psutil
         import requests
 
         while not self.stop_event.wait(0.5):
+            due = []
             with self.lock:
                 for unit in self.units.values():
                     pid = unit.pid
@@ -222,16 +224,21 @@ class Supervisor(threading.Thread):
                             if not unit.expected_down:
                                 unit.crashes += 1
                         if time.monotonic() - unit.down_since >= RESTART_S:
-                            try:
-                                unit.start()
-                            except Exception as exc:  # the broker may refuse a start; try again next turn
-                                print(f"chaos: starting {unit.name} failed: {exc}", file=sys.stderr)
-                                unit.down_since = time.monotonic()
+                            due.append(unit)
                         continue
                     with contextlib.suppress(psutil.Error):
                         p = psutil.Process(pid)
                         rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
                         unit.peak_rss = max(unit.peak_rss, rss)
+            for unit in due:  # outside the lock: a broker start takes seconds, kills must not wait for it
+                down_since = unit.down_since or time.monotonic()
+                try:
+                    unit.start()
+                except Exception as exc:  # the broker may refuse a start; try again next turn
+                    print(f"chaos: starting {unit.name} failed: {exc}", file=sys.stderr)
+                    unit.down_since = down_since
+                    continue
+                self.downtime[unit.name] = max(self.downtime.get(unit.name, 0.0), time.monotonic() - down_since)
             for name, url in self.api_urls.items():
                 unit = self.units[name]
                 with contextlib.suppress(requests.RequestException, ValueError):
@@ -650,6 +657,7 @@ def chaos(run: Run, strict: bool) -> int:
         **{f"kills.{n}": u.kills for n, u in units.items() if n in KILLABLE},
         **{f"crashes.{n}": u.crashes for n, u in units.items()},
         **{f"peak_rss_mib.{n}": round(u.peak_rss / 2**20, 1) for n, u in units.items()},
+        **{f"longest_down_s.{n}": round(v, 1) for n, v in sup.downtime.items()},
     }
     broken = {
         "every line once in ClickHouse": store["lines"] == writer.written and store["rows_final"] == writer.written,
