@@ -24,8 +24,11 @@ EXEC_LIMIT_S = 25.0
 
 @pytest.fixture(scope="module")
 def owner(kafka_bootstrap, clickhouse_url, tmp_path_factory):
-    """A processor with the store API mounted, as ``tocsin start all`` serves it; a 25 s query time limit (room for two CLI runs on a loaded machine in the kill test)
-    and rows-to-read high enough that the 30-billion-row query runs until the time limit stops it."""
+    """A processor with the store API mounted, as ``tocsin start all`` serves it.
+
+    A 25 s query time limit (room for two CLI runs on a loaded machine in the kill test) and rows-to-read
+    high enough that the 30-billion-row query runs until the time limit stops it.
+    """
     import yaml
 
     cfg = make_config(kafka_bootstrap, clickhouse_url,
