@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tocsin.core.errors import QueryRefusedError
+from tocsin.core.errors import RefusedError
 
 ALLOWED_TABLE_FUNCTIONS = frozenset({
     "numbers", "numbers_mt", "zeros", "zeros_mt", "values", "generate_series", "generateSeries", "null",
@@ -69,7 +69,7 @@ def parse_ast(dump: str) -> Node:
             continue
         m = _LINE_RE.match(line)
         if m is None:
-            raise QueryRefusedError(f"query refused: cannot read the engine's syntax tree near {line.strip()[:80]!r}")
+            raise RefusedError(f"query refused: cannot read the engine's syntax tree near {line.strip()[:80]!r}")
         depth = len(m["indent"])
         node = Node(m["kind"], _ALIAS_RE.sub("", m["text"] or ""))
         while stack[-1][0] >= depth:
@@ -77,18 +77,18 @@ def parse_ast(dump: str) -> Node:
         stack[-1][1].children.append(node)
         stack.append((depth, node))
     if len(root.children) != 1:
-        raise QueryRefusedError("query refused: one statement only")
+        raise RefusedError("query refused: one statement only")
     return root.children[0]
 
 
 def check_tree(top: Node, database: str) -> None:
-    """Raises QueryRefusedError naming the first thing the query may not touch."""
+    """Raises RefusedError naming the first thing the query may not touch."""
     if top.kind != "SelectWithUnionQuery":
-        raise QueryRefusedError(f"query refused: only SELECT is allowed (got {top.kind.removesuffix('Query')})")
+        raise RefusedError(f"query refused: only SELECT is allowed (got {top.kind.removesuffix('Query')})")
     # SelectWithUnionQuery's own children: the selects, then INTO OUTFILE (a Literal), FORMAT, SETTINGS.
     for child in top.children[1:]:
         if child.kind == "Literal":
-            raise QueryRefusedError("query refused: INTO OUTFILE is not allowed (results come back to you)")
+            raise RefusedError("query refused: INTO OUTFILE is not allowed (results come back to you)")
     _walk(top, None, database)
 
 
@@ -97,11 +97,11 @@ def _walk(node: Node, parent: Node | None, database: str) -> None:
         name = node.text.split(" ", 1)[0]
         if parent is not None and parent.kind == "TableExpression":
             if name not in ALLOWED_TABLE_FUNCTIONS:
-                raise QueryRefusedError(
+                raise RefusedError(
                     f"query refused: table function {name}() is not allowed (it reaches files, network or other "
                     f"databases); query the tables of {database}")
         elif name.lower() in DENIED_FUNCTIONS or name.lower().startswith("dict"):
-            raise QueryRefusedError(f"query refused: function {name}() is not allowed (it reads outside {database})")
+            raise RefusedError(f"query refused: function {name}() is not allowed (it reads outside {database})")
         if name.lower() in IN_FUNCTIONS and node.children and len(node.children[0].children) == 2:
             right = node.children[0].children[1]
             if right.kind == "Identifier":
@@ -119,12 +119,12 @@ def _check_table(name: str, database: str) -> None:
         return
     if name.startswith("system.") and name[len("system."):] in ALLOWED_SYSTEM_TABLES:
         return
-    raise QueryRefusedError(f"query refused: table {name} is outside the database {database} "
+    raise RefusedError(f"query refused: table {name} is outside the database {database} "
                             f"(allowed: {database}.*, system.{{{', '.join(sorted(ALLOWED_SYSTEM_TABLES))}}})")
 
 
 def guard(client: Any, sql: str, parameters: dict[str, Any] | None, database: str) -> str:
-    """The query normalized by the engine, once its tree passed ``check_tree``; raises QueryRefusedError.
+    """The query normalized by the engine, once its tree passed ``check_tree``; raises RefusedError.
 
     ``client`` is a read-only clickhouse-connect client: parsing runs nothing
     (``formatQuery`` and ``EXPLAIN AST`` read no table and call no function).
@@ -136,7 +136,7 @@ def guard(client: Any, sql: str, parameters: dict[str, Any] | None, database: st
     except Exception as exc:
         text = _first_line(exc)
         # READONLY: a settings change (SETTINGS max_result_rows = 0); anything else is bad SQL (400).
-        raise QueryRefusedError(f"query refused: {text}", http_status=403 if "(READONLY)" in text else 400) from exc
+        raise RefusedError(f"query refused: {text}", http_status=403 if "(READONLY)" in text else 400) from exc
     check_tree(parse_ast(dump), database)
     return str(normalized)
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tocsin.core.config import ClickHouseConfig
-from tocsin.core.errors import QueryRefusedError, StoreError
+from tocsin.core.errors import RefusedError, StoreError
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 
 # Report queries return a row per service, pattern or bucket: far below this.
@@ -208,14 +208,14 @@ def run_query(client: ReadOnlyClient, sql: str, parameters: dict[str, Any] | Non
     max_rows = client.limits.max_result_rows
     try:
         result = client.query(sql, parameters)
-    except QueryRefusedError:
+    except RefusedError:
         raise
     except Exception as exc:
         code = _CODE_RE.search(str(exc))
         limit = _LIMIT_CODES.get(code[1]) if code else None
         if limit is not None:
             why = limit if " " in limit else f"the limit sink_clickhouse.{limit}"
-            raise QueryRefusedError(f"query cancelled by the engine ({code[1]}: {why}): {_clean(exc)}",
+            raise RefusedError(f"query cancelled by the engine ({code[1]}: {why}): {_clean(exc)}",
                                     http_status=400) from exc
         hint = " (has `tocsin db migrate` run against this database?)" if _UNKNOWN_RE.search(str(exc)) else ""
         raise StoreError(f"query failed: {_clean(exc)}{hint}") from exc
@@ -245,7 +245,7 @@ def running_queries(client: Any) -> list[dict[str, Any]]:
 def kill_query(client: Any, query_id: str) -> bool:
     """Cancels the user query ``query_id`` (from ``running_queries``); False when none runs with that id."""
     if not _ID_RE.match(query_id):
-        raise QueryRefusedError(f"not a query id: {query_id[:80]!r} (32 hex digits, from `tocsin query --running`)")
+        raise RefusedError(f"not a query id: {query_id[:80]!r} (32 hex digits, from `tocsin query --running`)")
     res = client.query("SELECT query_id FROM system.processes WHERE startsWith(query, {mark:String})",
                        parameters={"mark": f"{QUERY_MARK}{query_id} */"})
     for (engine_id,) in res.result_rows:
@@ -317,7 +317,8 @@ class DirectStore:
     def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]:
         from tocsin.sinks.clickhouse.archive import archive_days
 
-        return [a.to_dict() for a in archive_days(self.client, self.database, older_than_days, Path(to_dir))]
+        return [a.to_dict() for a in archive_days(self.client, self.database, older_than_days, Path(to_dir),
+                                                  root=self.cfg.jobs.archive_dir)]
 
     def running(self) -> list[dict[str, Any]]:
         return running_queries(self.client)
@@ -363,7 +364,7 @@ class HttpStore:
             except ValueError:
                 detail = resp.text
             if resp.status_code in (400, 403, 422) and "token" not in str(detail):
-                raise QueryRefusedError(f"store API {path} answered {resp.status_code}: {detail}")
+                raise RefusedError(f"store API {path} answered {resp.status_code}: {detail}")
             hint = " (set TOCSIN_API_TOKEN to the owner's token)" if resp.status_code in (401, 403) else ""
             raise StoreError(f"store API {path} answered {resp.status_code}: {detail}{hint}")
         return resp.json()
@@ -387,8 +388,9 @@ class HttpStore:
         return self._call("POST", "/api/store/cleanup", json={"days": days, "dry_run": dry_run})
 
     def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]:
-        # The owner writes the files: with chdb it runs on this host, so an absolute path means the same.
-        body = {"older_than_days": older_than_days, "to_dir": str(Path(to_dir).resolve())}
+        # The owner writes the files, under its jobs.archive_dir: with chdb it runs on this host, so an
+        # absolute path means the same; a relative one is relative to that directory, as in direct mode.
+        body = {"older_than_days": older_than_days, "to_dir": to_dir}
         return self._call("POST", "/api/store/archive", json=body)
 
     def running(self) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ The contract (also in ``sinks/clickhouse/store_access.py``, the client side)::
                              -> {"columns": [..], "types": [..], "rows": [[..]], "truncated": bool}
     GET  /api/store/report?hours=H[&service=S][&end=ISO8601] -> the report document
     POST /api/store/cleanup  {"days": N, "dry_run": bool}   -> the cleanup result
-    POST /api/store/archive  {"older_than_days": N, "to_dir": "/abs"} -> [{day, path, rows, skipped}]
+    POST /api/store/archive  {"older_than_days": N, "to_dir": "sub"} -> [{day, path, rows, skipped}]
 
     GET  /api/store/queries                               -> the user queries running now
     POST /api/store/queries/{id}/kill                     -> {"killed": bool}
@@ -33,7 +33,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from tocsin.core.errors import QueryRefusedError, StoreError
+from tocsin.core.errors import RefusedError, StoreError
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 from tocsin.sinks.clickhouse.store_access import (
     REPORT_MAX_ROWS,
@@ -57,7 +57,9 @@ class QueryBody(BaseModel):
 
 class ArchiveBody(BaseModel):
     older_than_days: int = Field(ge=0, le=100_000, description="Archive whole days older than this.")
-    to_dir: str = Field(min_length=1, description="Absolute directory on the owner's host for the Parquet files.")
+    to_dir: str = Field(".", min_length=1, max_length=4096,
+                        description="Directory under the owner's jobs.archive_dir (relative to it, or absolute "
+                                    "inside it); anything resolving elsewhere is refused with 403.")
 
 
 class CleanupBody(BaseModel):
@@ -96,7 +98,7 @@ class StorePool:
 
 
 def _http_error(exc: StoreError) -> HTTPException:
-    status = exc.http_status if isinstance(exc, QueryRefusedError) else 400
+    status = exc.http_status if isinstance(exc, RefusedError) else 400
     return HTTPException(status, str(exc))
 
 
@@ -190,13 +192,10 @@ def store_router(client_provider: Callable[[], Any], cfg: ClickHouseSinkSettings
     async def archive(body: ArchiveBody) -> list[dict[str, Any]]:
         from tocsin.sinks.clickhouse.archive import archive_days
 
-        if not body.to_dir.startswith("/"):
-            raise HTTPException(400, "to_dir must be an absolute path on the owner's host")
-
         def run() -> list[dict[str, Any]]:
             try:
                 return [a.to_dict() for a in archive_days(client(), database, body.older_than_days,
-                                                          Path(body.to_dir))]
+                                                          Path(body.to_dir), root=cfg.jobs.archive_dir)]
             except OSError as exc:
                 raise StoreError(str(exc)) from exc
 

@@ -11,7 +11,8 @@ exceptions are wrapped at the component boundary (``raise ... from exc``)::
     │   └── ReadTimeout    a topic not read to its end in time (callers retry or degrade)
     ├── LocalKafkaError    the local broker could not be resolved or started
     ├── StoreError         ClickHouse unreachable or a statement failed
-    │   └── QueryRefusedError  a query the store's policy refuses (CLI exit 2, HTTP 403)
+    │   └── RefusedError   what the store's policy refuses: a query outside Tocsin's tables, a
+    │                      path outside the archive directory (CLI exit 2, HTTP 403)
     ├── SinkError          a sink could not deliver (after its retries)
     └── RuleError          a rule file that does not validate (a ConfigError)
 """
@@ -73,8 +74,9 @@ class StoreError(TocsinError):
     """ClickHouse could not be reached or a statement failed."""
 
 
-class QueryRefusedError(StoreError):
-    """A query touches what the store API may not (files, network, other databases) or broke its limits.
+class RefusedError(StoreError):
+    """A request the store refuses: a query reaching outside Tocsin's tables or past its limits, a path
+    outside the archive directory.
 
     ``http_status`` is what the store API answers: 403 refused by policy, 400 cancelled at a limit.
     """

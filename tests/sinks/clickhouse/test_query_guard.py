@@ -20,7 +20,7 @@ import yaml
 
 from tests.conftest import make_config, unique
 from tests.sinks.clickhouse.test_store_api import ROOT, TOKEN, _cli, store  # noqa: F401  (store: fixture)
-from tocsin.core.errors import QueryRefusedError
+from tocsin.core.errors import RefusedError
 from tocsin.sinks.clickhouse.query_guard import check_tree, parse_ast
 from tocsin.sinks.clickhouse.store_access import DirectStore, open_store
 
@@ -85,7 +85,7 @@ def test_every_escape_is_refused_through_the_api_the_cli_and_directly(store, web
         answers[name] = resp.status_code, resp.json()["detail"]
         direct = open_store(cfg)
         assert isinstance(direct, DirectStore)
-        with pytest.raises(QueryRefusedError):
+        with pytest.raises(RefusedError):
             direct.query(sql, params)
 
     def cli(case: tuple[str, str, dict | None]) -> tuple[str, subprocess.CompletedProcess]:
@@ -126,7 +126,7 @@ def test_the_cli_in_direct_mode_refuses_every_escape(kafka_bootstrap, web, tmp_p
     results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("[")]
     assert len(results) == len(cases)
     for (name, _, _), (kind, text) in zip(cases, results, strict=True):
-        assert kind == "QueryRefusedError", (name, kind, text)
+        assert kind == "RefusedError", (name, kind, text)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["direct.yaml", "store"]
     # and the entry point maps the refusal to exit 2
     one = subprocess.run([sys.executable, "-m", "tocsin", "-c", str(config_path), "query",
@@ -155,5 +155,5 @@ def test_tocsin_tables_and_allowed_system_tables_still_answer(store):  # noqa: F
      "     TableExpression (children 1)\n      TableIdentifier db.a.b", "outside the database"),
 ])
 def test_the_tree_walk_refuses_without_an_engine(dump, message):
-    with pytest.raises(QueryRefusedError, match=message):
+    with pytest.raises(RefusedError, match=message):
         check_tree(parse_ast(dump), "db")

@@ -85,12 +85,12 @@ def test_the_huge_query_is_cancelled_at_the_limit_while_everything_else_answers(
 
 
 def test_default_rows_to_read_refuses_the_huge_query_before_it_reads(tocsin_config):
-    from tocsin.core.errors import QueryRefusedError
+    from tocsin.core.errors import RefusedError
     from tocsin.sinks.clickhouse.store_access import open_store
 
     store = open_store(tocsin_config)
     t0 = time.monotonic()
-    with pytest.raises(QueryRefusedError, match=r"TOO_MANY_ROWS.*query_max_rows_to_read"):
+    with pytest.raises(RefusedError, match=r"TOO_MANY_ROWS.*query_max_rows_to_read"):
         store.query(HUGE)
     assert time.monotonic() - t0 < 2.0
 

@@ -43,7 +43,8 @@ def _bearer(authorization: str | None = Header(None)) -> None:
 @pytest.fixture
 def store(kafka_bootstrap, clickhouse_url, tmp_path):
     port = _free_port()
-    cfg = make_config(kafka_bootstrap, clickhouse_url, api={"http_addr": f"127.0.0.1:{port}", "token": TOKEN})
+    cfg = make_config(kafka_bootstrap, clickhouse_url, api={"http_addr": f"127.0.0.1:{port}", "token": TOKEN},
+                      jobs={"archive_dir": str(tmp_path / "archive")})
     client = connect(cfg.clickhouse)
     db = cfg.clickhouse.database
     migrate(client, db)

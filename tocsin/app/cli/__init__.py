@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from tocsin.app.cli.app import app
-from tocsin.core.errors import ConfigError, KafkaError, LocalKafkaError, QueryRefusedError, StoreError, TocsinError
+from tocsin.core.errors import ConfigError, KafkaError, LocalKafkaError, RefusedError, StoreError, TocsinError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -26,7 +26,7 @@ def main() -> None:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    except QueryRefusedError as exc:  # bad usage, not an unavailable store
+    except RefusedError as exc:  # bad usage, not an unavailable store
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except (KafkaError, StoreError, LocalKafkaError) as exc:

@@ -211,18 +211,19 @@ def cleanup(
 def archive(
     ctx: typer.Context,
     older_than: int = typer.Option(..., "--older-than", min=0, help="Archive whole UTC days older than this."),
-    to: Path = typer.Option(..., "--to", help="Directory for the Parquet files (one per day)."),
+    to: str = typer.Option(".", "--to", help="Directory for the Parquet files, under jobs.archive_dir "
+                                             "(relative to it); anything outside is refused (exit 2)."),
 ) -> None:
     """Archive alert history to Parquet files, one per UTC day; days already archived are skipped.
 
-    Example: tocsin archive --older-than 23 --to /srv/tocsin/archive
+    Example: tocsin archive --older-than 23 --to weekly
     """
     from tocsin.sinks.clickhouse.store_access import open_store
 
     store = open_store(config_of(ctx))
     try:
         with _working(f"archiving alert history older than {older_than} days ({store.route} store)"):
-            days = store.archive(older_than, str(to))
+            days = store.archive(older_than, to)
     finally:
         store.close()
     for d in days:
