@@ -586,7 +586,8 @@ def maintenance_jobs(cfg: ClickHouseSinkSettings) -> Scheduler:
     sched.add("cleanup", cfg.jobs.cleanup, lambda: cleanup(connect(cfg.clickhouse), db, days,
                                                            cluster=cfg.sink_clickhouse.cluster))
     sched.add("archive", cfg.jobs.archive, lambda: archive_days(connect(cfg.clickhouse), db, max(0, days - 8),
-                                                                Path(cfg.jobs.archive_dir)))
+                                                                Path(cfg.jobs.archive_dir),
+                                                                root=cfg.jobs.archive_dir))
     return sched
 
 

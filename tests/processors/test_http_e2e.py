@@ -64,12 +64,12 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_processor(cfg: TocsinConfig) -> Iterator[Running]:
-    """A ProcessorService with its HTTP app, wired as the service does it; stopped on exit."""
+def running_processor(cfg: TocsinConfig, extra_routers: list[Any] | None = None) -> Iterator[Running]:
+    """A ProcessorService with its HTTP app (and ``extra_routers``, e.g. the store API), stopped on exit."""
     service = ProcessorService(cfg)
     service.start()
     view = ProcessorView(service)
-    server, thread = serve(create_app(view, cfg), cfg)
+    server, thread = serve(create_app(view, cfg, extra_routers=extra_routers), cfg)
     loop = threading.Thread(target=service.run, name="processor-loop", daemon=True)
     loop.start()
     try:
