@@ -247,27 +247,25 @@ class SyslogInput(Component):
                 if not first:
                     return
                 if first.isdigit():  # RFC 6587 3.4.1 octet counting: "LEN SP MSG"
-                    digits = rfile.readline(_MAX_FRAME_DIGITS + 1)
-                    head, sep, rest = digits.partition(b" ")
-                    if not sep or not head.isdigit():
-                        self._garbage(digits, peer, "tcp", "octet-counted frame length is not 'DIGITS SP'")
+                    head = b""
+                    while len(head) <= _MAX_FRAME_DIGITS and (c := rfile.read(1)) and c != b" ":
+                        head += c
+                    if not head.isdigit() or len(head) > _MAX_FRAME_DIGITS:
+                        self._garbage(head + rfile.read1(256), peer, "tcp",
+                                      "octet-counted frame length is not 'DIGITS SP'")
                         return  # the stream cannot be resynchronised
-                    if rest:
-                        raise AssertionError("readline stopped past the space")
                     n = int(head)
-                    frame = rfile.read(min(n, limit))
-                    if n > limit:
-                        self._skip(rfile, n - limit)
-                        self.counters.add("truncated")
-                    if len(frame) < min(n, limit):
+                    keep = min(n, limit + 1)  # one byte over the limit tells to_records to mark it truncated
+                    frame = rfile.read(keep)
+                    if len(frame) < keep:
                         return
+                    if n > keep:
+                        self._skip(rfile, n - keep)
                 else:  # RFC 6587 3.4.2 non-transparent framing: one message per line
                     frame = rfile.readline(limit + 1)
                     if not frame:
                         return
                     if len(frame) > limit and not frame.endswith(b"\n"):
-                        frame = frame[:limit]
-                        self.counters.add("truncated")
                         while (more := rfile.readline(limit)) and not more.endswith(b"\n"):
                             pass
                     frame = frame.rstrip(b"\r\n")
