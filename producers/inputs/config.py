@@ -138,6 +138,7 @@ class OtlpConfig(StrictModel):
     max_body_bytes: int = Field(4 * MIB, ge=1024, description="Largest request body, compressed (413 beyond).")
     max_decompressed_bytes: int = Field(32 * MIB, ge=1024, description="Largest body after gunzip (413 beyond).")
     max_concurrent_requests: int = Field(8, ge=1, description="More at once are answered 429 with Retry-After.")
+    max_connections: int = Field(64, ge=1, description="Open connections (one thread each); more are closed.")
     max_attributes: int = Field(64, ge=1, description="Attributes kept per event (resource + record); the rest "
                                 "are counted in `otlp.dropped_attributes`.")
     max_value_bytes: int = Field(8192, ge=64, description="A longer attribute value is cut (marked with ...).")

@@ -358,8 +358,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` of them: more are closed at accept."""
+
     daemon_threads = True
     receiver: OtlpReceiver
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.receiver.counters.add("connections_refused")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class OtlpReceiver(Component):
@@ -389,6 +405,7 @@ class OtlpReceiver(Component):
         if self._server is None:
             self._server = _Server((self.settings.host, self.settings.port), _Handler)
             self._server.receiver = self
+            self._server.slots = threading.BoundedSemaphore(self.settings.max_connections)
             log.info("OTLP/HTTP receiver listening.", extra={"url": self.url})
 
     def run(self) -> None:
