@@ -173,6 +173,7 @@ def topic_specs(cfg: KafkaConfig) -> list[TopicSpec]:
     spec = [
         (t.logs, retention), (t.metrics, retention), (t.health, retention),
         (t.alerts, compact), (t.control, retention), (t.deadletter, {"retention.ms": str(14 * 86400 * 1000)}),
+        (t.patterns, compact),  # new_pattern rules' seen set: latest sighting per (rule, service, pattern)
     ]
     return [TopicSpec(name, t.partitions, t.replication_factor, conf) for name, conf in spec]
 
