@@ -362,7 +362,8 @@ from tocsin.processors.rules import parse_rules
             s = table.get(key)
             new = memory.observe(rec["service"], pid, ts)
             if s is None:
-                if not new or ts < max(ps.watched_from, ps.rule_from.get(index, -1)) + learn_us:
+                if not new or (ts < max(ps.watched_from, ps.rule_from.get(index, -1)) + learn_us
+                               and rec["service"] not in memory.restored):
                     return  # known, or still learning what this service usually logs
                 s = table[key] = Series(rule, key)
                 memory.examples[(rec["service"], pid)] = [pattern, rec["message"][:MESSAGE_MAX_CHARS], 0]
@@ -737,6 +738,26 @@ from tocsin.processors.rules import parse_rules
             self.by_fingerprint.pop(tr.fingerprint, None)
         s.evaluated_at = RETIRED
         ps.active.discard(s)
+
+    def load_patterns(self, rows: Iterable[tuple[str, str, str, int]]) -> int:
+        """Adopts (rule, service, pattern id, last seen) rows of new_pattern rules; returns how many."""
+        by_rule: dict[int, list[tuple[str, str, int]]] = {}
+        for rule_name, service, pid, ts in rows:
+            rule = self.rules.by_name.get(rule_name)
+            if rule is not None and rule.is_pattern:
+                by_rule.setdefault(rule.index, []).append((service, pid, ts))
+        for index, found in by_rule.items():
+            self.patterns[index].load(found)
+        return sum(len(v) for v in by_rule.values())
+
+    def take_pattern_changes(self) -> list[tuple[str, str, str, int | None]]:
+        """(rule, service, pattern id, last seen or None: forgotten) to write to the patterns topic."""
+        out = []
+        for index, memory in self.patterns.items():
+            if memory.changes:
+                name = self.rules.rules[index].name
+                out.extend((name, service, pid, ts) for service, pid, ts in memory.take_changes())
+        return out
 
     def resolve(self, alert_id: str, ts: int, actor: str) -> Transition | None:
         """Manual resolve of an open incident this process owns; None if unknown, not ours or not open."""

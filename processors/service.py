@@ -204,10 +204,43 @@ class ProcessorService(Component):
             auto_offset_reset="earliest" if p.start_without_commit == "earliest" else "latest")
         self._consumer.subscribe(list(self.source_of), listener=_Listener(self))
         self._start_control()
+        if self.engine.patterns:
+            self._restore_patterns()
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
             # SIGHUP reloads the rule file (as Prometheus does); the loop does it between passes.
             self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         log.info("processor started", extra={"rules": len(self._rules.rules), "group": p.group_id})
+
+    def _restore_patterns(self) -> None:
+        """new_pattern rules: the seen set from the compacted patterns topic (read to its end), so a restart
+        starts no new learning period for the services it knows."""
+        latest: dict[bytes, tuple[str, str, str, int]] = {}
+
+        def handle(_tp: TopicPartition, m: Any) -> None:
+            if m.key is None:
+                return
+            if m.value is None:
+                latest.pop(m.key, None)
+                return
+            try:
+                v = json.loads(m.value)
+                latest[m.key] = (str(v["rule"]), str(v["service"]), str(v["pattern_id"]), int(v["last_seen_us"]))
+            except (ValueError, TypeError, KeyError):
+                log.warning("skipping an unreadable patterns record", extra={"offset": m.offset})
+
+        kafka_api.read_topic(self.cfg.kafka, self.cfg.kafka.topics.patterns, handle, timeout_s=60, missing_ok=True)
+        n = self.engine.load_patterns(latest.values())  # type: ignore[union-attr]
+        log.info("error patterns restored", extra={"patterns": n})
+
+    def _publish_patterns(self) -> None:
+        """Seen patterns to the compacted patterns topic, keyed by service, pattern id and rule (flushed
+        with the transitions, before the offsets that produced them are committed)."""
+        topic = self.cfg.kafka.topics.patterns
+        for rule, service, pid, ts in self.engine.take_pattern_changes():  # type: ignore[union-attr]
+            key = f"{service}\x1f{pid}\x1f{rule}".encode()
+            value = None if ts is None else json.dumps(
+                {"rule": rule, "service": service, "pattern_id": pid, "last_seen_us": ts}).encode()
+            self._producer.send(topic, key=key, value=value)
 
     def _on_sighup(self, _signum: int, _frame: object) -> None:
         self._reload_requested = True  # a signal handler must not take the loop's lock
@@ -287,6 +320,8 @@ class ProcessorService(Component):
                 self._poll_control()  # 4.
                 self._tick()
             self._publish(engine.take_transitions())  # 5.
+            if engine.patterns:
+                self._publish_patterns()
             if n:
                 self._rate.append((mono, n))
         # Outside the lock: a flush can wait on a broker, and the HTTP API's accessors must not wait with it.
@@ -307,6 +342,8 @@ class ProcessorService(Component):
             try:
                 if self._consumer is not None and self.engine is not None:
                     self._publish(self.engine.take_transitions())
+                    if self.engine.patterns:
+                        self._publish_patterns()
                     self._flush_and_commit()
             except Exception:
                 log.exception("final commit failed")

@@ -1,4 +1,4 @@
-"""``tocsin rules check [FILE]``: validate a rule file and print what it will do."""
+"""``tocsin rules check [FILE]`` validates a rule file; ``tocsin rules test FILE...`` runs its unit tests."""
 
 from __future__ import annotations
 
@@ -80,7 +80,30 @@ def check(
     typer.echo(f"ok: {len(rows)} rules")
 
 
+def test(
+    files: list[Path] = typer.Argument(..., help="Rule test files in promtool's format (e.g. default_test.yaml)."),
+) -> None:
+    """Run rule unit tests (promtool's test file format) through the processor's engine; a mismatch exits 1.
+
+    Example: tocsin rules test processors/rules/default_test.yaml
+    """
+    from tocsin.processors.promtest import run_file
+
+    failed = 0
+    for file in files:
+        result = run_file(file)  # RuleError (a ConfigError) -> exit 2: a bad test or rule file
+        for failure in result.failures:
+            typer.echo(failure.render())
+        failed += len(result.failures)
+        verdict = "FAILED" if result.failures else "SUCCESS"
+        typer.echo(f"{verdict}: {file}: {result.tests} tests, {result.checks} checks, "
+                   f"{len(result.failures)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Adds this area's commands to the root app."""
     rules_app.command("check")(check)
+    rules_app.command("test")(test)
     app.add_typer(rules_app, name="rules")
