@@ -9,7 +9,11 @@ One loop, one thread (``run()``); each pass follows these steps:
    (error, source topic/partition/offset, stage) and processing continues;
 3. feed the engine (windows, evaluation at event-time instants);
 4. every ``tick_interval_s``: apply manual resolves from the control topic
-   and run the processing-time tick on caught-up partitions;
+   and run the processing-time tick on caught-up partitions (a fetch
+   succeeded since the last tick and the position is at the high-water mark
+   it reported; none while fetches fail, and for as long again as an outage
+   lasted: ``tocsin.processors.fetches``), so event time never follows the
+   wall clock while the broker cannot be read;
 5. produce the transitions to the alerts topic, keyed by fingerprint;
 6. at most once a second, outside the lock the HTTP accessors take: flush
    the producer (transitions and dead letters acknowledged), then commit the
@@ -75,6 +79,7 @@ from tocsin.core.events import (
 from tocsin.processors.alerts import Transition
 from tocsin.processors.config import ProcessorSettings
 from tocsin.processors.engine import Engine, PartitionState
+from tocsin.processors.fetches import FetchWatch
 from tocsin.processors.rules import Rule, RuleSet, load_rules
 from tocsin.schemas.codec import default_codec
 
@@ -82,6 +87,10 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "tocsin-processor"
 COMMIT_INTERVAL_S = 1.0
+FLUSH_WAIT_S = 0.5
+"""Longest the loop waits for the producer's acknowledgements in one commit step (then it polls again)."""
+FINAL_FLUSH_S = 30.0
+COMMIT_TIMEOUT_MS = 10_000
 POLL_TIMEOUT_MS = 100
 RATE_WINDOW_S = 10.0
 RECENT_CONTROL = 10_000
@@ -158,6 +167,7 @@ class ProcessorService(Component):
         self._uncommitted = False
         self._pending_lock = threading.Lock()
         self._pending_assignment: set[TopicPartition] | None = None
+        self.fetches: FetchWatch | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -179,6 +189,7 @@ class ProcessorService(Component):
             session_timeout_ms=p.session_timeout_ms, heartbeat_interval_ms=max(1000, p.session_timeout_ms // 4),
             auto_offset_reset="earliest" if p.start_without_commit == "earliest" else "latest")
         self.consumer.subscribe(list(self.source_of), listener=_Listener(self))
+        self.fetches = FetchWatch(self.consumer, min_hold_s=p.grace_s)
         self._start_control()
         log.info("processor started", extra={"rules": len(self.rules.rules), "group": p.group_id})
 
@@ -233,9 +244,9 @@ class ProcessorService(Component):
                 n += self._handle_batch(ps, tp, records)  # 2. 3.
             mono = time.monotonic()
             if mono - self._last_tick >= self.pcfg.tick_interval_s:
-                self._last_tick = mono
+                since, self._last_tick = self._last_tick, mono
                 self._poll_control()  # 4.
-                self._tick()
+                self._tick(since)
             self._publish(engine.take_transitions())  # 5.
             if n:
                 self._rate.append((mono, n))
@@ -260,7 +271,7 @@ class ProcessorService(Component):
             try:
                 if self.consumer is not None and self.engine is not None:
                     self._publish(self.engine.take_transitions())
-                    self._flush_and_commit()
+                    self._flush_and_commit(FINAL_FLUSH_S)
             except Exception:
                 log.exception("final commit failed")
         # Outside the lock: closing runs the revocation listener on the consumer's IO thread.
@@ -345,17 +356,22 @@ class ProcessorService(Component):
             self.recent.appendleft(record)
             log.info("alert transition", extra={"alert_id": t.alert_id, "state": t.state, "severity": t.severity})
 
-    def _flush_and_commit(self, only: set[tuple[str, int]] | None = None) -> None:
-        """Steps 6: transitions and dead letters acknowledged first, then the offsets that produced them."""
-        self.producer.flush(timeout=60)
+    def _flush_and_commit(self, flush_s: float = FLUSH_WAIT_S) -> None:
+        """Steps 6: transitions and dead letters acknowledged first, then the offsets that produced them.
+
+        Waits at most ``flush_s`` for the acknowledgements: while the broker is away the loop goes on
+        polling (and reporting) and commits nothing.
+        """
         self._last_commit = time.monotonic()
-        if not self._uncommitted and only is None:
+        try:
+            self.producer.flush(timeout=flush_s)
+        except _KafkaError:
+            return  # not acknowledged yet: nothing is committed past it
+        if not self._uncommitted:
             return
         offsets = {}
         engine = self.engine
         for key, pos in self._positions.items():
-            if only is not None and key not in only:
-                continue
             if engine is not None and key not in engine.partitions:
                 continue
             if pos <= self._committed.get(key, -1):
@@ -363,7 +379,11 @@ class ProcessorService(Component):
             meta = json.dumps({"rts": self._record_ts.get(key, -1)})
             offsets[TopicPartition(*key)] = OffsetAndMetadata(pos, meta, -1)
         if offsets:
-            self.consumer.commit(offsets)
+            try:
+                self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+            except _KafkaError as exc:
+                log.warning("committing offsets failed; retrying", extra={"error": str(exc)})
+                return
             for tp, om in offsets.items():
                 self._committed[(tp.topic, tp.partition)] = om.offset
         self._uncommitted = False
@@ -393,14 +413,40 @@ class ProcessorService(Component):
         actor = rec.get("actor") or "manual"
         self.engine.resolve(rec["alert_id"], rec["ts"], actor)  # type: ignore[union-attr]
 
-    def _tick(self) -> None:
-        """Processing-time tick: move the clock of caught-up, quiet partitions (absence, timers)."""
+    def _tick(self, since: float) -> None:
+        """Processing-time tick: move the clock of caught-up, quiet partitions to the wall clock (absence, timers).
+
+        Only a partition known to be caught up moves: it is not replaying, a fetch from its leader succeeded
+        since the previous tick (``since``) and its position is at the high-water mark that fetch reported; and
+        not while the fetches are held after an outage (``FetchWatch.holding``). While the broker cannot be
+        read nothing moves, so no event is counted late and no absence fires because of the outage.
+        """
         engine = self.engine
+        fetches = self.fetches
+        if fetches is not None and fetches.holding():
+            return
         wall = self.wall()
+        consumer = self.consumer
         for key, ps in engine.partitions.items():  # type: ignore[union-attr]
-            if ps.replay_until >= 0 or self.lag.get(key, 1) > 0:
+            if ps.replay_until >= 0:
+                continue
+            tp = TopicPartition(*key)
+            if fetches is not None and not fetches.ok_since(since, self._leader(tp)):
+                continue
+            hw, pos = consumer.highwater(tp), self._positions.get(key)
+            if hw is None or pos is None or hw > pos:
                 continue
             engine.advance_idle(ps, wall)  # type: ignore[union-attr]
+
+    def _leader(self, tp: TopicPartition) -> Any:
+        try:
+            return self.consumer._client.cluster.leader_for_partition(tp)
+        except Exception:  # kafka-python internals moved: any broker's fetch counts
+            return None
+
+    def fetching(self) -> bool:
+        """The consumer's fetches succeed (see ``FetchWatch.fetching``)."""
+        return self.fetches.fetching() if self.fetches is not None else True
 
     def _update_lag(self) -> None:
         consumer = self.consumer

@@ -108,6 +108,7 @@ class Snapshot:
     series: Mapping[str, Sequence[SeriesPoint]] = field(default_factory=dict)  # last hour, most errors first
     error_count_1h: int = 0  # ERROR and CRITICAL log events over the last hour, all services
     kafka: bool = True  # the broker answers (cached verdict, never probed per request)
+    fetching: bool = True  # the consumer's fetches succeed (false while they fail: idle clocks are held)
     clickhouse: bool | None = None  # None: this process does not use ClickHouse
     running: bool = True  # started and not stopping
     polled_at: float = math.inf
@@ -216,7 +217,7 @@ class ProcessorView:
     def _verdicts(self) -> dict[str, Any]:
         s = self._service
         probed = broker_connected(s.consumer)
-        return {"kafka": s.kafka_ok if probed is None else probed,
+        return {"kafka": s.kafka_ok if probed is None else probed, "fetching": s.fetching(),
                 "clickhouse": self._clickhouse() if self._clickhouse is not None else None,
                 "running": s.started_at_us > 0 and not s.stopping, "polled_at": s.last_poll}
 

@@ -111,16 +111,28 @@ def total_lag(lag: Mapping[tuple[str, int], int]) -> int:
     return sum(max(0, int(v)) for v in lag.values())
 
 
-def own_checks(snap: Snapshot, service: str, live: bool, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
+KAFKA_UNREACHABLE = "Kafka unreachable"
+
+
+def kafka_check(snap: Snapshot) -> tuple[str, str | None]:
+    """The processor's own Kafka check: unhealthy when the loop does not poll; degraded while the broker is
+    unreachable or fetches fail (the loop goes on, event time is held, nothing is counted late)."""
+    if not snap.consuming():
+        return "unhealthy", "the consumer loop is not polling"
+    if not snap.kafka or not snap.fetching:
+        return "degraded", f"{KAFKA_UNREACHABLE}: {'fetches fail' if snap.kafka else 'no broker connection'}"
+    return "healthy", None
+
+
+def own_checks(snap: Snapshot, service: str, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
     """The processor's own checks: Kafka (with the consumer loop), ClickHouse when used, consumer lag."""
     ts = iso(now_us())
-    kafka_ok = snap.kafka
-    consuming = snap.consuming()
+    status, error = kafka_check(snap)
     checks = [{
-        "service": service, "check": "kafka", "host": HOSTNAME,
-        "status": "healthy" if live else "unhealthy", "response_time_ms": None,
-        "details": {"reachable": str(kafka_ok).lower(), "consuming": str(consuming).lower()},
-        "error_message": None if live else "; ".join(liveness(snap)[1]), "timestamp": ts,
+        "service": service, "check": "kafka", "host": HOSTNAME, "status": status, "response_time_ms": None,
+        "details": {"reachable": str(snap.kafka).lower(), "fetching": str(snap.fetching).lower(),
+                    "consuming": str(snap.consuming()).lower()},
+        "error_message": error, "timestamp": ts,
     }]
     ch = snap.clickhouse
     if ch is not None:
@@ -141,15 +153,15 @@ def own_checks(snap: Snapshot, service: str, live: bool, lag: Mapping[tuple[str,
     return checks
 
 
-def all_checks(snap: Snapshot, service: str, live: bool, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
+def all_checks(snap: Snapshot, service: str, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
     """The processor's own checks, then the latest HealthEvent per (service, check), sorted."""
     latest = sorted(snap.health, key=lambda h: (str(h.get("service")), str(h.get("check"))))
-    return own_checks(snap, service, live, lag) + [health_check_doc(h) for h in latest]
+    return own_checks(snap, service, lag) + [health_check_doc(h) for h in latest]
 
 
-def overall_status(live: bool, checks: Iterable[Mapping[str, Any]]) -> str:
-    """Unhealthy when not live; otherwise the worst check (an unknown status counts as degraded)."""
-    if not live:
+def overall_status(consuming: bool, checks: Iterable[Mapping[str, Any]]) -> str:
+    """Unhealthy when the loop does not poll; otherwise the worst check (an unknown status counts as degraded)."""
+    if not consuming:
         return "unhealthy"
     worst = max((_STATUS_RANK.get(str(c["status"]), 1) for c in checks), default=0)
     # A failing dependency of a monitored app degrades the picture; only our own liveness makes it unhealthy.
@@ -158,12 +170,11 @@ def overall_status(live: bool, checks: Iterable[Mapping[str, Any]]) -> str:
 
 def detailed_doc(snap: Snapshot, service: str) -> dict[str, Any]:
     """The seed's detailed health document."""
-    live, _ = liveness(snap)
     lag = dict(snap.lag)
-    checks = all_checks(snap, service, live, lag)
+    checks = all_checks(snap, service, lag)
     counters = snap.counters
     return {
-        "overall_status": overall_status(live, checks),
+        "overall_status": overall_status(snap.consuming(), checks),
         "timestamp": iso(now_us()),
         "uptime_seconds": round(snap.uptime_s(), 3),
         "health_checks": checks,
@@ -214,14 +225,14 @@ def dashboard_doc(snap: Snapshot, service: str) -> dict[str, Any]:
     """Everything the dashboard page draws."""
     live, reasons = liveness(snap)
     lag = dict(snap.lag)
-    checks = all_checks(snap, service, live, lag)
+    checks = all_checks(snap, service, lag)
     active = sort_active(snap.active)
     counters = snap.counters
     return {
         "service": service,
         "timestamp": iso(now_us()),
         "status": {
-            "overall_status": overall_status(live, checks), "live": live, "reasons": reasons,
+            "overall_status": overall_status(snap.consuming(), checks), "live": live, "reasons": reasons,
             "kafka": snap.kafka, "clickhouse": snap.clickhouse,
             "uptime_seconds": round(snap.uptime_s(), 3), "active_alerts": len(active),
             "critical_alerts": sum(1 for a in active if a.get("severity") == "critical"),
