@@ -14,8 +14,8 @@ Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 ``GET /openapi.json``          token   this API's OpenAPI schema
 =============================  ======  =====================================================
 
-The app only reads a ``ServiceView``; it never talks to Kafka or ClickHouse
-itself (``resolve`` is the view's job), so a slow broker cannot slow /health.
+The app only reads a ``ServiceView``'s latest snapshot; it never talks to Kafka or
+ClickHouse itself (``resolve`` is the view's job), so a slow broker cannot slow /health.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class HealthProbe:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        code, doc = documents.health_doc(self.view, self.service)
+        code, doc = documents.health_doc(self.view.snapshot(), self.service)
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"cache-control", b"no-store"), *SECURITY_HEADERS]
@@ -152,7 +152,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         ``HealthProbe`` answers these paths before routing; this route documents them (and serves them
         wherever the app runs without that middleware, e.g. mounted in another app).
         """
-        code, body = documents.health_doc(view, service)
+        code, body = documents.health_doc(view.snapshot(), service)
         return JSONResponse(body, status_code=code, headers=NO_STORE)
 
     health_responses: dict[int | str, dict[str, Any]] = {503: {"model": Health, "description": "Unhealthy"}}
@@ -180,7 +180,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
 
     async def health_detailed() -> JSONResponse:
         """The seed's detailed health: overall status, every check, alerts count, performance summary."""
-        return JSONResponse(documents.detailed_doc(view, service), headers=NO_STORE)
+        return JSONResponse(documents.detailed_doc(view.snapshot(), service), headers=NO_STORE)
 
     for path, extra in (("/health/detailed", {}),
                         (f"{SEED_PREFIX}/health/detailed/", {"deprecated": True, "operation_id": "seed_detailed"})):
@@ -195,7 +195,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         offset: int = Query(0, ge=0, le=1_000_000, description="Items to skip."),
     ) -> JSONResponse:
         """Open alerts (critical first) and the transition history (newest first), filtered and paged alike."""
-        doc = documents.alerts_doc(view, service=service_, severity=severity, state=state, limit=limit,
+        doc = documents.alerts_doc(view.snapshot(), service=service_, severity=severity, state=state, limit=limit,
                                    offset=offset)
         return JSONResponse(doc, headers=NO_STORE)
 
@@ -243,7 +243,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
 
     async def dashboard_data() -> JSONResponse:
         """Status overview, charts (error rate and p95 latency per service, last hour), alerts, checks, lag."""
-        return JSONResponse(documents.dashboard_doc(view, service), headers=NO_STORE)
+        return JSONResponse(documents.dashboard_doc(view.snapshot(), service), headers=NO_STORE)
 
     for path, extra in (("/api/dashboard", {}),
                         (f"{SEED_PREFIX}/dashboard/", {"deprecated": True, "operation_id": "seed_dashboard"})):

@@ -24,6 +24,7 @@ from tests.kafkautil import consume_all
 from tocsin.app.config import TocsinConfig
 from tocsin.core.kafka import create_topics
 from tocsin.processors.service import ProcessorService
+from tocsin.processors.view import ProcessorView
 from tocsin.schemas.codec import default_codec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,14 +67,15 @@ def write_config(cfg: TocsinConfig, path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running(cfg: TocsinConfig) -> Iterator[ProcessorService]:
-    """A processor service looping in a thread; closed (offsets committed, group left) on exit."""
+def running(cfg: TocsinConfig) -> Iterator[ProcessorView]:
+    """A processor service looping in a thread, seen through its view (``refresh()`` reads it); closed (offsets
+    committed, group left) on exit."""
     svc = ProcessorService(cfg)
     svc.start()
     thread = threading.Thread(target=svc.run, name="processor-under-test", daemon=True)
     thread.start()
     try:
-        yield svc
+        yield ProcessorView(svc, background=False)
     finally:
         svc.stop()
         thread.join(timeout=30)
