@@ -228,3 +228,27 @@ def test_a_scrape_waits_for_kafka_and_keeps_its_samples(tocsin_config, httpserve
         assert scrape.counters.get("dropped_unacked") == 0
     finally:
         localkafka.down(data_dir)
+
+
+def test_a_target_that_stops_answering_raises_the_absence_alert(kafka_bootstrap, clickhouse_url, node_exporter,
+                                                                tmp_path):
+    """The README's rule, a real processor: node_exporter killed -> no healthy scrape:node -> the alert fires."""
+    from tests.processors.kafkaproc import processor_config
+    from tests.processors.kafkaproc import running as processor_running
+
+    proc, url = node_exporter
+    rule = {"name": "node_exporter_down", "kind": "absence", "source": "health", "absent_for": "4s",
+            "filter": {"check": "scrape:node", "status": "healthy"}, "group_by": ["service", "host"]}
+    cfg = with_agents(processor_config(kafka_bootstrap, clickhouse_url, tmp_path, rules=[rule]), scrape={
+        "targets": [{"name": "node", "url": url, "interval_s": 1, "timeout_s": 1,
+                     "relabel": [{"action": "keep", "name": "node_load1"}]}]})
+    with processor_running(cfg), running(ScrapeInput(cfg)):
+        wait_events(cfg.kafka, cfg.kafka.topics.health, lambda ev: any(h["status"] == "healthy" for h in ev),
+                    "healthy scrapes")
+        assert not [a for a in events(cfg.kafka, cfg.kafka.topics.alerts) if a["state"] == "firing"]
+        proc.kill()
+        proc.wait(10)
+        alerts = wait_events(cfg.kafka, cfg.kafka.topics.alerts,
+                             lambda ev: [a for a in ev if a["rule"] == "node_exporter_down" and a["state"] == "firing"],
+                             "the absence alert", timeout_s=90)
+    assert alerts[0]["labels"]["service"] == "shop" and alerts[0]["labels"]["host"] == "127.0.0.1"
