@@ -252,3 +252,31 @@ def test_a_target_that_stops_answering_raises_the_absence_alert(kafka_bootstrap,
                              lambda ev: [a for a in ev if a["rule"] == "node_exporter_down" and a["state"] == "firing"],
                              "the absence alert", timeout_s=90)
     assert alerts[0]["labels"]["service"] == "shop" and alerts[0]["labels"]["host"] == "127.0.0.1"
+
+
+def test_openmetrics_counters_and_histograms_convert_the_same_way():
+    body = ("# TYPE jobs counter\njobs_total 10\njobs_created 1.7e9\n# TYPE lat histogram\n"
+            'lat_bucket{le="1.0"} {a}\nlat_bucket{le="+Inf"} {b}\nlat_count {b}\nlat_sum 3.0\n# EOF\n')
+    scraper = TargetScraper(ScrapeTargetConfig(name="om", url="http://h:1/m"), ScrapeConfig(), "shop")
+    ctype = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    scraper.convert(scraper.parse(body.replace("{a}", "1").replace("{b}", "2"), ctype), 100.0)
+    out, refused = scraper.convert(scraper.parse(body.replace("jobs_total 10", "jobs_total 30")
+                                                 .replace("{a}", "11").replace("{b}", "12"), ctype), 110.0)
+    by = {(e["name"], e["labels"].get("quantile")): e["value"] for e in out}
+    assert not refused and by[("jobs_per_s", None)] == pytest.approx(2.0)
+    assert by[("lat", "0.5")] == pytest.approx(0.5)  # 10 new observations, all <= 1.0
+    assert ("jobs_created", None) not in by
+
+
+@pytest.mark.parametrize("target,reason", [
+    ({"bearer_token": "t", "basic_auth": {"username": "u", "password": "p"}}, "not both"),
+    ({"interval_s": 5, "timeout_s": 10}, "timeout_s"),
+    ({"relabel": [{"action": "rename", "name": "x"}]}, "needs `to`"),
+    ({"relabel": [{"action": "keep", "name": "("}]}, "does not compile"),
+    ({"url": "ftp://h/m"}, "should match pattern"),
+])
+def test_target_config_errors_name_the_problem(target, reason):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=reason):
+        ScrapeTargetConfig.model_validate({"name": "x", "url": "http://h:1/m", **target})
