@@ -9,10 +9,12 @@ batch processor sends them) and one TCP connection / a UDP socket writing RFC 31
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
@@ -20,10 +22,25 @@ import requests
 from bench.harness import BenchContext
 from tocsin.app.config import TocsinConfig
 from tocsin.core import kafka as kafka_api
+from tocsin.core.component import Component
 
 DESCRIPTION = "scrape samples/s, OTLP log records/s, syslog TCP/UDP lines/s (acknowledged by Kafka)"
 RATIOS: dict[str, tuple[str, str]] = {}
 BATCH = 512
+
+
+@contextlib.contextmanager
+def running(component: Component) -> Iterator[Component]:
+    """``run()`` in a thread until the block ends."""
+    component.start()
+    thread = threading.Thread(target=component.run, daemon=True)
+    thread.start()
+    try:
+        yield component
+    finally:
+        component.stop()
+        thread.join(30)
+        component.close()
 
 
 def _cfg(ctx: BenchContext, **agents: object) -> TocsinConfig:
@@ -52,7 +69,7 @@ def _bench_scrape(ctx: BenchContext) -> dict[str, float]:
     step = [0]
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             step[0] += 1
             body = _exposition(series, step[0])
             self.send_response(200)
@@ -108,7 +125,6 @@ def _otlp_body(n: int, seq: int) -> bytes:
 
 
 def _bench_otlp(ctx: BenchContext) -> dict[str, float]:
-    from tests.producers.inpututil import running  # the same start/run/stop a test uses
     from tocsin.producers.inputs.otlp import OtlpReceiver
 
     requests_n = ctx.n(200, 40)
@@ -127,7 +143,6 @@ def _bench_otlp(ctx: BenchContext) -> dict[str, float]:
 
 
 def _bench_syslog(ctx: BenchContext) -> dict[str, float]:
-    from tests.producers.inpututil import running
     from tocsin.producers.inputs.syslog import SyslogInput
 
     n = ctx.n(100_000, 20_000)

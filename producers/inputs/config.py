@@ -163,6 +163,8 @@ class SyslogConfig(StrictModel):
                                    "2048 at least); longer are cut and marked `truncated`.")
     max_connections: int = Field(256, ge=1, description="TCP connections at once; more are closed at accept.")
     idle_timeout_s: float = Field(600.0, gt=0, description="A TCP connection silent this long is closed.")
+    queue_max_messages: int = Field(20_000, ge=10, description="Received, unacknowledged messages held; when "
+                                    "full, TCP stops reading (backpressure) and UDP datagrams are dropped.")
     batch_max: int = Field(500, ge=1, description="Messages published (and acknowledged) together.")
     batch_wait_s: float = Field(0.05, gt=0, description="How long a partial batch waits for more.")
     ack_timeout_s: float = Field(10.0, gt=0, description="How long a batch waits for Kafka's ack before retrying.")

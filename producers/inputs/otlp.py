@@ -208,7 +208,7 @@ class OtlpMapper:
                         attrs.setdefault("severity_text", rec.severity_text[:64])
                     ts_ns = rec.time_unix_nano or rec.observed_time_unix_nano
                     out.append({
-                        "event_id": content_id("otlp-log", body_id, i), "ts": ts_ns // 1000 if ts_ns else now_us(),
+                        "event_id": f"{body_id[:24]}{i:08x}", "ts": ts_ns // 1000 if ts_ns else now_us(),
                         "service": service, "host": host, "level": level_of(rec.severity_number, rec.severity_text),
                         "logger": sl.scope.name[:256], "message": message,
                         "trace_id": rec.trace_id.hex() if rec.trace_id else None, "attrs": attrs,
@@ -228,7 +228,7 @@ class OtlpMapper:
             seq[0] += 1
             if not math.isfinite(value):
                 return
-            out.append({"event_id": content_id("otlp-metric", body_id, seq[0]),
+            out.append({"event_id": f"{body_id[:24]}{seq[0]:08x}",
                         "ts": ts_ns // 1000 if ts_ns else now_us(), "service": service, "host": host,
                         "name": name[:256], "value": float(value), "unit": unit[:32], "labels": labels})
 
@@ -498,7 +498,7 @@ class OtlpReceiver(Component):
             except KafkaError as kexc:
                 return 503, f"bad request, and it could not be dead-lettered: {kexc}".encode(), retry
             return 400, str(exc).encode(), None
-        # 3. map, publish, wait for the ack
+        # 3. map, publish, wait for the ack; ids are the request's hash plus the record's position
         body_id = content_id(kind, body)
         started = time.perf_counter()
         records: list[Record]

@@ -54,7 +54,6 @@ _3164 = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d) (\S+) "
                    r"([^\s:\[]{1,64})(?:\[([^\]]{0,32})\])?:? ?(.*)\Z", re.S)
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
                                        "Dec"), 1)}
-_QUEUE_MAX = 20_000
 _MAX_FRAME_DIGITS = 10
 _MAX_SD_PARAMS = 64
 
@@ -197,7 +196,7 @@ class SyslogInput(Component):
         self.service = self.settings.service or cfg.agents.service
         self.publisher = AckedPublisher(cfg.kafka, "syslog", self.settings.ack_timeout_s)
         self.counters = InputCounters()
-        self._queue: queue.Queue[tuple[bytes, str, str, str | None]] = queue.Queue(_QUEUE_MAX)
+        self._queue: queue.Queue[tuple[bytes, str, str, str | None]] = queue.Queue(self.settings.queue_max_messages)
         self._udp: socket.socket | None = None
         self._tcp: _Tcp | None = None
         self._threads: list[threading.Thread] = []

@@ -148,6 +148,23 @@ def test_json_gzip_and_bad_bodies(tocsin_config):
     assert dead[1]["source_topic"] == "otlp:/v1/logs" and dead[1]["stage"] == "agent.otlp"
 
 
+def test_the_agent_service_runs_the_configured_inputs(tocsin_config):
+    from tocsin.producers.agent import AgentService
+
+    cfg = with_agents(tocsin_config, metrics={"enabled": False}, health={"enabled": False},
+                      otlp={"enabled": True, "port": 0}, syslog={"enabled": True, "udp_port": 0, "tcp_port": 0},
+                      scrape={"targets": [{"name": "x", "url": "http://127.0.0.1:9/metrics"}]})
+    agent = AgentService(cfg)
+    with running(agent):
+        assert [c.name for c in agent.components] == ["scrape", "otlp", "syslog"]
+        otlp = agent.components[1]
+        r = wait_for(lambda: requests.post(f"{otlp.url}/v1/logs", data=b"{}", timeout=10,
+                                           headers={"Content-Type": "application/json"}), 30,
+                     "the agent's OTLP receiver", ignore=(requests.RequestException,))
+        assert r.status_code == 200
+        assert agent.stuck() is None and not agent.failures
+
+
 def test_token_required_when_configured(tocsin_config):
     cfg = _otlp_cfg(tocsin_config, bearer_token="t0ken")
     with running(OtlpReceiver(cfg)) as rx:

@@ -145,7 +145,8 @@ def test_node_exporter_samples_rates_and_up_then_target_down_is_unhealthy(tocsin
         assert "ConnectionError" in down[0]["error"] and down[0]["details"]["url"] == url
         assert wait_events(cfg.kafka, topics.metrics,
                            lambda ev: [e for e in ev if e["name"] == "up" and e["value"] == 0.0], "up 0")
-        assert scrape.counters.get("scrape_failures") >= 1 and scrape.pending == 0
+        assert scrape.counters.get("scrape_failures") >= 1
+        assert scrape.counters.get("publish_failures") == 0  # a failed scrape is still published and acked
 
 
 def test_tocsin_processor_metrics_scraped_with_its_token(tocsin_config, kafka_bootstrap, clickhouse_url):
@@ -227,3 +228,55 @@ def test_a_scrape_waits_for_kafka_and_keeps_its_samples(tocsin_config, httpserve
         assert scrape.counters.get("dropped_unacked") == 0
     finally:
         localkafka.down(data_dir)
+
+
+def test_a_target_that_stops_answering_raises_the_absence_alert(kafka_bootstrap, clickhouse_url, node_exporter,
+                                                                tmp_path):
+    """The README's rule, a real processor: node_exporter killed -> no healthy scrape:node -> the alert fires."""
+    from tests.processors.kafkaproc import processor_config
+    from tests.processors.kafkaproc import running as processor_running
+
+    proc, url = node_exporter
+    rule = {"name": "node_exporter_down", "kind": "absence", "source": "health", "absent_for": "4s",
+            "filter": {"check": "scrape:node", "status": "healthy"}, "group_by": ["service", "host"]}
+    cfg = with_agents(processor_config(kafka_bootstrap, clickhouse_url, tmp_path, rules=[rule]), scrape={
+        "targets": [{"name": "node", "url": url, "interval_s": 1, "timeout_s": 1,
+                     "relabel": [{"action": "keep", "name": "node_load1"}]}]})
+    with processor_running(cfg), running(ScrapeInput(cfg)):
+        wait_events(cfg.kafka, cfg.kafka.topics.health, lambda ev: any(h["status"] == "healthy" for h in ev),
+                    "healthy scrapes")
+        assert not [a for a in events(cfg.kafka, cfg.kafka.topics.alerts) if a["state"] == "firing"]
+        proc.kill()
+        proc.wait(10)
+        alerts = wait_events(cfg.kafka, cfg.kafka.topics.alerts,
+                             lambda ev: [a for a in ev if a["rule"] == "node_exporter_down" and a["state"] == "firing"],
+                             "the absence alert", timeout_s=90)
+    assert alerts[0]["labels"]["service"] == "shop" and alerts[0]["labels"]["host"] == "127.0.0.1"
+
+
+def test_openmetrics_counters_and_histograms_convert_the_same_way():
+    body = ("# TYPE jobs counter\njobs_total 10\njobs_created 1.7e9\n# TYPE lat histogram\n"
+            'lat_bucket{le="1.0"} {a}\nlat_bucket{le="+Inf"} {b}\nlat_count {b}\nlat_sum 3.0\n# EOF\n')
+    scraper = TargetScraper(ScrapeTargetConfig(name="om", url="http://h:1/m"), ScrapeConfig(), "shop")
+    ctype = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    scraper.convert(scraper.parse(body.replace("{a}", "1").replace("{b}", "2"), ctype), 100.0)
+    out, refused = scraper.convert(scraper.parse(body.replace("jobs_total 10", "jobs_total 30")
+                                                 .replace("{a}", "11").replace("{b}", "12"), ctype), 110.0)
+    by = {(e["name"], e["labels"].get("quantile")): e["value"] for e in out}
+    assert not refused and by[("jobs_per_s", None)] == pytest.approx(2.0)
+    assert by[("lat", "0.5")] == pytest.approx(0.5)  # 10 new observations, all <= 1.0
+    assert ("jobs_created", None) not in by
+
+
+@pytest.mark.parametrize("target,reason", [
+    ({"bearer_token": "t", "basic_auth": {"username": "u", "password": "p"}}, "not both"),
+    ({"interval_s": 5, "timeout_s": 10}, "timeout_s"),
+    ({"relabel": [{"action": "rename", "name": "x"}]}, "needs `to`"),
+    ({"relabel": [{"action": "keep", "name": "("}]}, "does not compile"),
+    ({"url": "ftp://h/m"}, "should match pattern"),
+])
+def test_target_config_errors_name_the_problem(target, reason):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=reason):
+        ScrapeTargetConfig.model_validate({"name": "x", "url": "http://h:1/m", **target})

@@ -116,3 +116,56 @@ def test_garbage_oversize_and_bad_frames_are_dead_lettered_or_cut(tocsin_config)
     assert logs["xxxxx"]["attrs"]["truncated"] == "true" and len(logs["xxxxx"]["message"]) < 1024
     reasons = sorted(h["error"] for _, h in deadletters(cfg.kafka))
     assert any("no <PRI>" in r for r in reasons) and any("octet-counted" in r for r in reasons)
+
+
+@pytest.mark.slow
+def test_tcp_is_pushed_back_while_kafka_is_down_and_nothing_sent_is_lost(clickhouse_url, tmp_path):
+    """Broker stopped: the listener keeps taking lines until its queue is full, then stops reading; the
+    sender's writes block (TCP backpressure). Broker back: every line is delivered."""
+    import threading
+
+    from tests.conftest import make_config
+    from tocsin.core import localkafka
+    from tocsin.core.kafka import create_topics
+
+    data_dir = tmp_path / "kafka"
+    broker = localkafka.up(data_dir=data_dir)
+    try:
+        base = make_config(broker.bootstrap, clickhouse_url)
+        create_topics(base.kafka)
+        cfg = _cfg(base, ack_timeout_s=2, queue_max_messages=1000)
+        n = 100_000
+        with running(SyslogInput(cfg)) as rx:
+            with socket.create_connection(rx.tcp_address) as warm:
+                warm.sendall(b"<14>Oct  3 22:14:15 h app: warm\n")
+            wait_for(lambda: rx.counters.get("published") >= 1, 30, "the first line acknowledged")
+            localkafka.down(data_dir)
+            sent = [0]
+
+            def sender() -> None:
+                with socket.create_connection(rx.tcp_address) as conn:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+                    for i in range(n):
+                        conn.sendall(b"<14>Oct  3 22:14:15 h app: line %d\n" % i)
+                        sent[0] = i + 1
+
+            t = threading.Thread(target=sender, daemon=True)
+            t.start()
+            wait_for(lambda: rx.counters.get("publish_failures") >= 2, 60, "failed publishes while the broker is down")
+            wait_for(lambda: rx._queue.full(), 60, "the queue to fill")
+            progress = [sent[0]]
+
+            def stalled() -> bool:
+                before, progress[0] = progress[0], sent[0]
+                return before == progress[0] < n
+
+            wait_for(stalled, 60, "the sender to be pushed back (its writes block)", every_s=1.0)
+            localkafka.up(port=broker.port, data_dir=data_dir)
+            t.join(180)
+            assert sent[0] == n
+            wait_for(lambda: rx.counters.get("published") >= n + 1, 180, "every line acknowledged")
+        messages = {e["message"] for e in events(cfg.kafka, cfg.kafka.topics.logs)}
+        assert {f"line {i}" for i in range(n)} <= messages
+        assert rx.counters.get("udp_dropped") == 0
+    finally:
+        localkafka.down(data_dir)
