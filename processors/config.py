@@ -43,6 +43,12 @@ class ProcessorConfig(StrictModel):
         600, ge=2, description="Evaluation instants run across one clock jump before skipping to its end.")
     idle_series_evict_s: float = Field(
         3600.0, gt=0, description="An absence series silent this long with no open alert is forgotten.")
+    delivery_timeout_s: float = Field(
+        120.0, ge=1, description="How long the producer retries a transition or dead letter before the processor "
+        "sends it again (kafka-python's delivery_timeout_ms; offsets are never committed past it meanwhile).")
+    changelog_timeout_s: float = Field(
+        60.0, gt=0, description="One attempt at reading the alert changelog on assignment; a timeout goes on "
+        "from where it stopped after a backoff.")
     recent_transitions: int = Field(1000, ge=0, description="Transitions kept in memory for the HTTP API.")
 
 

@@ -15,11 +15,12 @@ One loop, one thread (``run()``); each pass follows these steps:
    lasted: ``tocsin.processors.fetches``), so event time never follows the
    wall clock while the broker cannot be read;
 5. produce the transitions to the alerts topic, keyed by fingerprint;
-6. at most once a second, outside the lock the HTTP accessors take: flush
-   the producer (transitions and dead letters acknowledged), then commit the
-   input offsets, each with the Kafka timestamp of the last record processed
-   as commit metadata. Nothing is committed before its consequences are on
-   the alerts topic.
+6. at most once a second, outside the lock the HTTP view takes: commit the
+   input offsets whose transitions and dead letters the broker acknowledged,
+   record by record (``tocsin.processors.outbox``: a failed record is sent
+   again, in order), each with the Kafka timestamp of the last record
+   processed as commit metadata. Nothing is committed before its
+   consequences are on the alerts topic.
 
 Recovery without a state store, on start and on every assignment (the
 listener runs on kafka-python's IO thread, which may not call the
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import gc
 import json
 import logging
@@ -66,7 +68,7 @@ from kafka.structs import OffsetAndMetadata
 
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
-from tocsin.core.errors import DecodeError, RuleError
+from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, RuleError
 from tocsin.core.events import (
     ALERT_EVENT,
     CONTROL_EVENT,
@@ -81,6 +83,7 @@ from tocsin.processors.alerts import Transition
 from tocsin.processors.config import ProcessorSettings
 from tocsin.processors.engine import Engine, PartitionState
 from tocsin.processors.fetches import FetchWatch
+from tocsin.processors.outbox import Outbox, Positions
 from tocsin.processors.rules import Rule, RuleSet, load_rules
 from tocsin.schemas.codec import default_codec
 
@@ -92,6 +95,12 @@ FLUSH_WAIT_S = 0.5
 """Longest the loop waits for the producer's acknowledgements in one commit step (then it polls again)."""
 FINAL_FLUSH_S = 30.0
 COMMIT_TIMEOUT_MS = 10_000
+SEND_BLOCK_MS = 5_000
+"""Longest a send waits for metadata or buffer space (kafka-python's default is 60 s of a stalled loop)."""
+DEADLETTER_MAX_BYTES = 1_000_000
+"""Dead-letter values are cut to this: under Kafka's default max.message.bytes (1 MiB) with the headers."""
+CHANGELOG_BACKOFF_S = 1.0
+CHANGELOG_BACKOFF_MAX_S = 30.0
 POLL_TIMEOUT_MS = 100
 RATE_WINDOW_S = 10.0
 RECENT_CONTROL = 10_000
@@ -165,12 +174,13 @@ class ProcessorService(Component):
         self._last_heartbeat = 0.0
         self.takeover: dict[str, float] = {}
         self._assigned_mono: dict[tuple[str, int], float] = {}
-        self._uncommitted = False
         self._pending_lock = threading.Lock()
         self._pending_assignment: set[TopicPartition] | None = None
         self.fetches: FetchWatch | None = None
         self._reload_requested = False
         self._previous_sighup: Any = None
+        self.outbox: Outbox = Outbox(None)
+        self.changelog_retries = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -186,7 +196,15 @@ class ProcessorService(Component):
             idle_evict_us=int(p.idle_series_evict_s * 1e6), wall=self.wall)
         self.started_at_us = now_us()
         kcfg = self.cfg.kafka
-        self.producer = kafka_api.producer(kcfg, linger_ms=2)
+        delivery_ms = int(p.delivery_timeout_s * 1000)
+        # Not idempotent: kafka-python 3.0's idempotent producer fails every later batch of a partition once
+        # one batch failed, so a record sent again would never arrive. One request in flight keeps the order
+        # across retries instead; a duplicate after a lost acknowledgement carries the same event_id.
+        self.producer = kafka_api.producer(kcfg, linger_ms=2, delivery_timeout_ms=delivery_ms,
+                                           request_timeout_ms=min(30_000, delivery_ms - 2),
+                                           enable_idempotence=False, max_in_flight_requests_per_connection=1,
+                                           max_block_ms=SEND_BLOCK_MS)
+        self.outbox = Outbox(self.producer)
         self.consumer = kafka_api.consumer(
             kcfg, group_id=p.group_id, max_poll_records=p.max_poll_records,
             session_timeout_ms=p.session_timeout_ms, heartbeat_interval_ms=max(1000, p.session_timeout_ms // 4),
@@ -230,7 +248,7 @@ class ProcessorService(Component):
             key = f"{service}\x1f{pid}\x1f{rule}".encode()
             value = None if ts is None else json.dumps(
                 {"rule": rule, "service": service, "pattern_id": pid, "last_seen_us": ts}).encode()
-            self.producer.send(topic, key=key, value=value)
+            self.outbox.send(topic, key, value, [])  # confirmed before the offsets that saw it are committed
 
     def _on_sighup(self, _signum: int, _frame: object) -> None:
         self._reload_requested = True  # a signal handler must not take the loop's lock
@@ -270,7 +288,7 @@ class ProcessorService(Component):
         while not self.stopping:
             try:
                 self.run_once()
-            except _KafkaError as exc:
+            except (_KafkaError, KafkaError) as exc:
                 log.warning("kafka error in the processing loop; retrying", extra={"error": str(exc)})
                 self._stop.wait(1.0)
 
@@ -290,13 +308,22 @@ class ProcessorService(Component):
         self.kafka_ok = True
         self.last_poll = time.monotonic()
         n = 0
+        with self._pending_lock:
+            assigned, self._pending_assignment = self._pending_assignment, None
+        changelog: dict[str, dict[str, Any]] = {}
+        while assigned:
+            # Outside the lock: the read can take a while, and the HTTP view (and /health) must not wait for it.
+            changelog = self._read_changelog()
+            with self._pending_lock:  # a newer assignment came meanwhile: read again, for that one
+                newer, self._pending_assignment = self._pending_assignment, None
+            if newer is None:
+                break
+            assigned = newer
         with self.lock:
             engine = self.engine
             assert engine is not None
-            with self._pending_lock:
-                assigned, self._pending_assignment = self._pending_assignment, None
             if assigned is not None:
-                self._apply_assignment(assigned)
+                self._apply_assignment(assigned, changelog)
                 batch = {}  # positions were reset: these records come again from the seeks
             for tp, records in batch.items():
                 key = (tp.topic, tp.partition)
@@ -399,7 +426,6 @@ class ProcessorService(Component):
         self.latency.observe(max(0.0, time.time() - last.timestamp / 1000))
         self._positions[key] = last.offset + 1
         self._record_ts[key] = last.timestamp
-        self._uncommitted = True
         if ps.replay_until >= 0 and last.offset + 1 >= ps.replay_until:
             ps.replay_until = -1
             self._caught_up(key)
@@ -413,40 +439,49 @@ class ProcessorService(Component):
             log.info("partition rebuilt", extra={"partition": f"{key[0]}:{key[1]}", "takeover_ms": round(ms)})
 
     def _deadletter(self, m: Any, error: str, stage: str, value: bytes | None = None) -> None:
+        """Step 2's dead letter: never raises, so the rest of its batch is processed (the outbox sends it again
+        if it fails). A value larger than the dead-letter topic takes is cut, and a header says so."""
         self.engine.counters.deadlettered += 1  # type: ignore[union-attr]
-        self.producer.send(self.cfg.kafka.topics.deadletter, key=m.key, value=m.value if value is None else value,
-                            headers=kafka_api.deadletter_headers(error, m.topic, m.partition, m.offset, stage))
+        value = (m.value if value is None else value) or b""
+        headers = kafka_api.deadletter_headers(error, m.topic, m.partition, m.offset, stage)
+        if len(value) > DEADLETTER_MAX_BYTES:
+            headers.append(("truncated_from_bytes", str(len(value)).encode()))
+            value = value[:DEADLETTER_MAX_BYTES]
+        self.outbox.send(self.cfg.kafka.topics.deadletter, m.key, value, headers)
 
     def _publish(self, transitions: list[Transition]) -> None:
         topic = self.cfg.kafka.topics.alerts
         for t in transitions:
             record = t.as_record()
-            self.producer.send(topic, key=t.fingerprint.encode(), value=self.codec.encode(ALERT_EVENT, record))
+            self.outbox.send_ordered(topic, t.fingerprint.encode(), self.codec.encode(ALERT_EVENT, record))
             self.recent.appendleft(record)
             log.info("alert transition", extra={"alert_id": t.alert_id, "state": t.state, "severity": t.severity})
 
+    def _positions_now(self) -> Positions:
+        return {key: (pos, self._record_ts.get(key, -1)) for key, pos in self._positions.items()}
+
     def _flush_and_commit(self, flush_s: float = FLUSH_WAIT_S) -> None:
-        """Steps 6: transitions and dead letters acknowledged first, then the offsets that produced them.
+        """Step 6: the offsets whose transitions and dead letters the broker acknowledged, record by record.
 
         Waits at most ``flush_s`` for the acknowledgements: while the broker is away the loop goes on
-        polling (and reporting) and commits nothing.
+        polling (and reporting) and commits nothing; a record that failed is sent again (``Outbox``).
         """
         self._last_commit = time.monotonic()
-        try:
-            self.producer.flush(timeout=flush_s)
-        except _KafkaError:
-            return  # not acknowledged yet: nothing is committed past it
-        if not self._uncommitted:
-            return
+        ready = self.outbox.pump(self._positions_now)
+        if ready is None and flush_s > 0:
+            with contextlib.suppress(_KafkaError):  # some not acknowledged in time: the futures say which
+                self.producer.flush(timeout=flush_s)
+            ready = self.outbox.pump(self._positions_now)
+        if ready is None:
+            return  # something is unacknowledged: nothing is committed past it
         offsets = {}
         engine = self.engine
-        for key, pos in self._positions.items():
+        for key, (pos, rts) in ready.items():
             if engine is not None and key not in engine.partitions:
                 continue
             if pos <= self._committed.get(key, -1):
-                continue  # replaying below what the previous owner committed: never move it back
-            meta = json.dumps({"rts": self._record_ts.get(key, -1)})
-            offsets[TopicPartition(*key)] = OffsetAndMetadata(pos, meta, -1)
+                continue  # replaying below what the previous owner committed, or committed already
+            offsets[TopicPartition(*key)] = OffsetAndMetadata(pos, json.dumps({"rts": rts}), -1)
         if offsets:
             try:
                 self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
@@ -455,7 +490,6 @@ class ProcessorService(Component):
                 return
             for tp, om in offsets.items():
                 self._committed[(tp.topic, tp.partition)] = om.offset
-        self._uncommitted = False
 
     # -- control and time ---------------------------------------------------------------------
 
@@ -557,6 +591,7 @@ class ProcessorService(Component):
         """IO thread, main loop blocked in poll/close: make our transitions visible to the next owner."""
         try:
             if self.producer is not None:
+                self.outbox.send_all()  # queued transitions too: the next owner restores from the alerts topic
                 self.producer.flush(timeout=30)
         except Exception:
             log.exception("flushing transitions on revocation failed")
@@ -566,7 +601,7 @@ class ProcessorService(Component):
         with self._pending_lock:
             self._pending_assignment = set(assigned)
 
-    def _apply_assignment(self, assigned: set[TopicPartition]) -> None:
+    def _apply_assignment(self, assigned: set[TopicPartition], changelog: dict[str, dict[str, Any]]) -> None:
         """Main loop: drop what we lost, keep what we still own, rebuild what is new (see the module docstring)."""
         engine = self.engine
         assert engine is not None
@@ -602,7 +637,7 @@ class ProcessorService(Component):
         if not fresh:
             return
         self._setup_partitions(fresh)
-        restored = self._restore_alerts({(tp.topic, tp.partition) for tp in fresh})
+        restored = self._restore_alerts({(tp.topic, tp.partition) for tp in fresh}, changelog)
         for rec in list(self._resolves):
             self._apply_resolve(rec)
         log.info("partitions assigned", extra={"new": len(fresh), "kept": len(assigned) - len(fresh),
@@ -665,9 +700,21 @@ class ProcessorService(Component):
             self._nparts.setdefault(tp.topic, len(consumer.partitions_for_topic(tp.topic) or []))
             self.lag[key] = max(0, ends[tp] - start)
 
-    def _restore_alerts(self, keys: set[tuple[str, int]]) -> int:
-        """Step 1 of recovery: the latest AlertEvent per fingerprint, for services in ``keys``."""
-        latest = read_alert_changelog(self.cfg)
+    def _read_changelog(self) -> dict[str, dict[str, Any]]:
+        """Step 1 of recovery, read to its end however long that takes: a timeout goes on from where it stopped
+        after a backoff (1 s doubling to 30 s); only ``close()`` ends it (``ReadTimeout``)."""
+
+        def retry(exc: Exception, attempt: int) -> bool:
+            self.changelog_retries += 1
+            delay = min(CHANGELOG_BACKOFF_MAX_S, CHANGELOG_BACKOFF_S * 2 ** (attempt - 1))
+            log.warning("reading the alert changelog timed out; going on from where it stopped",
+                        extra={"error": str(exc), "attempt": attempt, "backoff_s": delay})
+            return not self._stop.wait(delay)
+
+        return read_alert_changelog(self.cfg, self.pcfg.changelog_timeout_s, retry=retry)
+
+    def _restore_alerts(self, keys: set[tuple[str, int]], latest: dict[str, dict[str, Any]]) -> int:
+        """Step 1 of recovery: the latest AlertEvent per fingerprint (``latest``), for services in ``keys``."""
         engine = self.engine
 
         def owner(rule: Rule, service: str) -> PartitionState | None:
@@ -704,13 +751,17 @@ class LatencyCounts:
         return tuple(out)
 
 
-def read_alert_changelog(cfg: ProcessorSettings, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
+def read_alert_changelog(cfg: ProcessorSettings, timeout_s: float = 60.0, *,
+                         retry: Callable[[Exception, int], bool] | None = None) -> dict[str, dict[str, Any]]:
     """The latest AlertEvent per fingerprint on the (compacted) alerts topic, read to its current end.
 
-    Raises ``ReadTimeout`` (a ``KafkaError``) when the end is not reached in time.
+    Raises ``ReadTimeout`` (a ``KafkaError``) when the end is not reached within ``timeout_s``, unless
+    ``retry(error, attempt)`` says to go on: then the same reader goes on from where it stopped (records read
+    stay read), toward the end offsets of that moment.
     """
     codec = default_codec()
     latest: dict[str, dict[str, Any]] = {}
+    topic = cfg.kafka.topics.alerts
 
     def handle(_tp: TopicPartition, m: Any) -> None:
         if m.value is None:
@@ -723,8 +774,33 @@ def read_alert_changelog(cfg: ProcessorSettings, timeout_s: float = 60.0) -> dic
         if name == ALERT_EVENT:
             latest[rec["fingerprint"]] = rec
 
-    kafka_api.read_topic(cfg.kafka, cfg.kafka.topics.alerts, handle, timeout_s=timeout_s, missing_ok=True)
-    return latest
+    attempt = 0
+    client = None
+    parts: list[TopicPartition] | None = None
+    try:
+        while True:
+            try:
+                if client is None:
+                    client = kafka_api.consumer(cfg.kafka, group_id=None)
+                if parts is None:
+                    try:
+                        found = client.partitions_for_topic(topic)
+                    except _KafkaError as exc:
+                        raise ReadTimeout(f"reading {topic}: no metadata: {exc}") from exc
+                    if not found:
+                        return latest
+                    parts = [TopicPartition(topic, q) for q in sorted(found)]
+                    client.assign(parts)
+                    client.seek_to_beginning(*parts)
+                kafka_api.read_to_end(client, handle, timeout_s=timeout_s, what=topic, partitions=parts)
+                return latest
+            except KafkaError as exc:
+                attempt += 1
+                if retry is None or not retry(exc, attempt):
+                    raise
+    finally:
+        if client is not None:
+            client.close(autocommit=False)
 
 
 def build(cfg: ProcessorSettings) -> ProcessorService:

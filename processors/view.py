@@ -180,7 +180,7 @@ class ProcessorView:
 
     def __init__(self, service: ProcessorService, *, clickhouse: Callable[[], bool | None] | None = None,
                  chart_services: int = CHART_SERVICES, background: bool = True) -> None:
-        self._service = service
+        self._service = self.service = service
         self._clickhouse = clickhouse
         self._chart_services = chart_services
         self._snapshot = Snapshot(taken_at=-math.inf)
