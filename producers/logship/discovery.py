@@ -21,16 +21,18 @@ from typing import Any
 from tocsin.producers.config import LogInputConfig
 from tocsin.producers.logship.identity import FileKey, find_inode, is_regular
 from tocsin.producers.parsers import Parser
+from tocsin.producers.redact import Redactor
 
 
 @dataclass
 class Source:
-    """One configured input: patterns, service and the parser its files share."""
+    """One configured input: patterns, service, and the parser and redactor its files share."""
 
     cfg: LogInputConfig
     parser: Parser
     key: bytes
     encode: Callable[[dict[str, Any]], bytes]
+    redactor: Redactor | None = None
 
     @property
     def service(self) -> str:

@@ -2,7 +2,9 @@
 
 A record's event_id is its file generation's prefix plus its start offset in
 hex, so the same line read again (after a rewind or a crash) has the same id.
-An event larger than ``max_event_bytes`` has its message (then its attrs) cut
+The input's redactor (``tocsin.producers.redact``) rewrites the parsed
+message and attributes before anything is encoded, so nothing it matches
+leaves the host. An event larger than ``max_event_bytes`` has its message (then its attrs) cut
 and is marked ``truncated``, so the broker never refuses it as too large.
 """
 
@@ -29,12 +31,15 @@ def encode_records(t: Tailer, records: list[Record], max_event: int, encode_metr
     prefix = t.state.id
     truncated = t.truncated
     emits_metrics = source.parser.emits_metrics
+    redact = source.redactor.record if source.redactor is not None else None
     read_ts = now_us()
     values: list[bytes] = []
     metric_values: list[bytes] = []
     append = values.append
     for data, start, _end, nlines in records:
         rec = parse(data)
+        if redact is not None:
+            redact(rec)
         if rec["ts"] is None:
             rec["ts"] = read_ts
         rec["event_id"] = f"{prefix}{start:x}"

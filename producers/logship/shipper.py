@@ -57,6 +57,7 @@ from tocsin.producers.logship.reader import Tailer
 from tocsin.producers.logship.stats import ShipStats
 from tocsin.producers.multiline import MultilineJoiner, Record
 from tocsin.producers.parsers import make_parser
+from tocsin.producers.redact import Redactor
 
 log = logging.getLogger("tocsin.logship")
 
@@ -76,6 +77,11 @@ _READ_BUDGET_S = 0.05
 _STALL_MARGIN_S = 30.0  # beyond kafka-python's own delivery timeout
 # Clock slack when telling files rotated after the last checkpoint from older ones.
 _MISSED_ROTATION_MARGIN_S = 5.0
+
+
+def _redactor(cfg: LogInputConfig) -> Redactor | None:
+    redactor = Redactor(cfg.redact)
+    return redactor if redactor.active else None
 
 
 class LogShipper(Component):
@@ -103,8 +109,8 @@ class LogShipper(Component):
         self.topic = cfg.kafka.topics.logs
         self.metrics_topic = cfg.kafka.topics.metrics
         self.stats = ShipStats()
-        self.sources = [Source(i, make_parser(i.parser), i.service.encode(), log_event_encoder(i.service, HOSTNAME))
-                        for i in self.inputs]
+        self.sources = [Source(i, make_parser(i.parser), i.service.encode(), log_event_encoder(i.service, HOSTNAME),
+                               _redactor(i)) for i in self.inputs]
         self.tailers: dict[FileKey, Tailer] = {}
         self._known: dict[FileKey, FileState] = {}
         self._producer: Any = None
@@ -201,6 +207,10 @@ class LogShipper(Component):
         out["multiline_splits"] = sum(t.joiner.splits for t in self.tailers.values() if t.joiner)
         out["files"] = len(self.tailers)
         out["inflight_bytes"] = self._inflight
+        for source in self.sources:  # replacements per pattern, over every input
+            if source.redactor is not None:
+                for name, n in source.redactor.counts.items():
+                    out[f"redacted_{name}"] = out.get(f"redacted_{name}", 0) + n
         return out
 
     # -- connection and backoff -------------------------------------------
