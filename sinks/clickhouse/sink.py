@@ -65,6 +65,7 @@ from tocsin.core.errors import DecodeError, KafkaError, StoreError
 from tocsin.core.scheduler import Scheduler
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 from tocsin.sinks.clickhouse.ingest import FaultSwitch, Framer, Group, IngestWriter, Rejected
+from tocsin.sinks.metrics import LAG_INTERVAL_S, MetricsServer, consumer_lag
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ RECOVERED = Counter("tocsin_sink_clickhouse_recovered_ranges_total", "Pending ra
 INSERT_SECONDS = Histogram("tocsin_sink_clickhouse_insert_seconds", "Wall time of one batch insert.")
 REBALANCES = Counter("tocsin_sink_clickhouse_rebalances_total", "Rebalances the sink re-synced after.")
 PAUSED = Gauge("tocsin_sink_clickhouse_paused", "1 while the consumer is paused (backpressure or outage).")
+LAG = Gauge("tocsin_sink_clickhouse_consumer_lag_messages",
+            "Messages between the sink's position and the log end, per group and partition.",
+            ["group", "topic", "partition"])
 
 
 def pending_end(metadata: str | None) -> int | None:
@@ -161,6 +165,9 @@ class ClickHouseSink(Component):
         self._rebalanced = False  # set by the listener (IO thread), acted on by the loop after poll()
         self.first_record_at: float | None = None  # time.monotonic() of the first record polled
         self._kill_after = int(os.environ.get(KILL_AFTER_INSERTS_ENV) or 0)
+        self._metrics_server: MetricsServer | None = None
+        self._lag_at = 0.0
+        self._lag_keys: set[tuple[str, int]] = set()
         self._inserted_batches = 0
 
     # -- lifecycle -----------------------------------------------------------------
@@ -185,6 +192,9 @@ class ClickHouseSink(Component):
             overrides["group_instance_id"] = self.scfg.group_instance_id
         self._consumer = kafka_api.consumer(self.cfg.kafka, group_id=self.scfg.group_id, **overrides)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
+        if self.scfg.metrics_addr:
+            self._metrics_server = MetricsServer(self.scfg.metrics_addr)
+            self._metrics_server.start()
         self._producer = kafka_api.producer(self.cfg.kafka)
         log.info("ClickHouse sink started", extra={"topics": self.topics, "group": self.scfg.group_id})
 
@@ -209,6 +219,8 @@ class ClickHouseSink(Component):
         self._drain()
 
     def _release(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._consumer is not None:
@@ -224,7 +236,20 @@ class ClickHouseSink(Component):
 
     # -- the loop ------------------------------------------------------------------
 
+    def _export_lag(self) -> None:
+        if time.monotonic() - self._lag_at < LAG_INTERVAL_S:
+            return
+        self._lag_at = time.monotonic()
+        lag = consumer_lag(self._consumer)
+        group = self.scfg.group_id
+        for topic, partition in self._lag_keys - set(lag):  # moved away at a rebalance
+            LAG.remove(group, topic, str(partition))
+        for (topic, partition), n in lag.items():
+            LAG.labels(group, topic, str(partition)).set(n)
+        self._lag_keys = set(lag)
+
     def _step(self) -> None:
+        self._export_lag()
         fl = self._inflight
         if fl is None:
             timeout_ms = self._poll_timeout_ms()
