@@ -7,14 +7,15 @@ Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 ``GET /health/detailed``       token   the seed's detailed shape
 ``GET /api/alerts``            token   open alerts and history, filtered and paged
 ``POST /api/alerts/resolve``   token   publishes a resolve ControlEvent: 202, 404 unknown id
+``POST /api/rules/reload``     token   reads the rule file again: 200 what changed, 400 its problems
 ``GET /api/dashboard``         token   the dashboard page's JSON
 ``GET /dashboard``             open    the page itself: static HTML/JS/CSS, no data in it
 ``GET /metrics``               token   Prometheus text format
 ``GET /openapi.json``          token   this API's OpenAPI schema
 =============================  ======  =====================================================
 
-The app only reads a ``ServiceView``; it never talks to Kafka or ClickHouse
-itself (``resolve`` is the view's job), so a slow broker cannot slow /health.
+The app only reads a ``ServiceView``'s latest snapshot; it never talks to Kafka or
+ClickHouse itself (``resolve`` is the view's job), so a slow broker cannot slow /health.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import tocsin
 from tocsin.core.config import Wiring
-from tocsin.core.errors import TocsinError
+from tocsin.core.errors import RuleError, TocsinError
 from tocsin.processors.http import documents
 from tocsin.processors.http.auth import TokenAuth
 from tocsin.processors.http.dashboard import DashboardAssets
@@ -108,7 +109,7 @@ class HealthProbe:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        code, doc = documents.health_doc(self.view, self.service)
+        code, doc = documents.health_doc(self.view.snapshot(), self.service)
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"cache-control", b"no-store"), *SECURITY_HEADERS]
@@ -151,7 +152,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         ``HealthProbe`` answers these paths before routing; this route documents them (and serves them
         wherever the app runs without that middleware, e.g. mounted in another app).
         """
-        code, body = documents.health_doc(view, service)
+        code, body = documents.health_doc(view.snapshot(), service)
         return JSONResponse(body, status_code=code, headers=NO_STORE)
 
     health_responses: dict[int | str, dict[str, Any]] = {503: {"model": Health, "description": "Unhealthy"}}
@@ -179,7 +180,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
 
     async def health_detailed() -> JSONResponse:
         """The seed's detailed health: overall status, every check, alerts count, performance summary."""
-        return JSONResponse(documents.detailed_doc(view, service), headers=NO_STORE)
+        return JSONResponse(documents.detailed_doc(view.snapshot(), service), headers=NO_STORE)
 
     for path, extra in (("/health/detailed", {}),
                         (f"{SEED_PREFIX}/health/detailed/", {"deprecated": True, "operation_id": "seed_detailed"})):
@@ -194,7 +195,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         offset: int = Query(0, ge=0, le=1_000_000, description="Items to skip."),
     ) -> JSONResponse:
         """Open alerts (critical first) and the transition history (newest first), filtered and paged alike."""
-        doc = documents.alerts_doc(view, service=service_, severity=severity, state=state, limit=limit,
+        doc = documents.alerts_doc(view.snapshot(), service=service_, severity=severity, state=state, limit=limit,
                                    offset=offset)
         return JSONResponse(doc, headers=NO_STORE)
 
@@ -224,9 +225,25 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         api.add_api_route(path, resolve, methods=["POST"], status_code=202, response_model=ResolveResponse,
                           responses=resolve_responses, tags=["alerts"], summary="Resolve an alert", **extra)
 
+    def reload_rules() -> JSONResponse:
+        """Reads the rule file again (as SIGHUP does): 200 with the rules added, changed, removed, kept;
+        400 with the problems of a bad file, one ``file: rules[i] (name): field: reason`` line each
+        (the old rules stay)."""
+        reload = getattr(view, "reload_rules", None)
+        if reload is None:
+            return JSONResponse({"detail": "this process does not evaluate rules"}, status_code=501)
+        try:
+            return JSONResponse({"status": "reloaded", **reload()})
+        except RuleError as exc:
+            return JSONResponse({"detail": "the rule file does not validate; the old rules stay",
+                                 "errors": exc.problems}, status_code=400)
+
+    api.add_api_route("/api/rules/reload", reload_rules, methods=["POST"], tags=["rules"],
+                      summary="Reload the rule file", responses={400: {"description": "The file does not validate"}})
+
     async def dashboard_data() -> JSONResponse:
         """Status overview, charts (error rate and p95 latency per service, last hour), alerts, checks, lag."""
-        return JSONResponse(documents.dashboard_doc(view, service), headers=NO_STORE)
+        return JSONResponse(documents.dashboard_doc(view.snapshot(), service), headers=NO_STORE)
 
     for path, extra in (("/api/dashboard", {}),
                         (f"{SEED_PREFIX}/dashboard/", {"deprecated": True, "operation_id": "seed_dashboard"})):

@@ -629,12 +629,11 @@ def maintenance_jobs(cfg: ClickHouseSinkSettings) -> Scheduler:
     sched.add("cleanup", cfg.jobs.cleanup, lambda: cleanup(connect(cfg.clickhouse), db, days,
                                                            cluster=cfg.sink_clickhouse.cluster))
     sched.add("archive", cfg.jobs.archive, lambda: archive_days(connect(cfg.clickhouse), db, max(0, days - 8),
-                                                                Path(cfg.jobs.archive_dir)))
+                                                                Path(cfg.jobs.archive_dir),
+                                                                root=cfg.jobs.archive_dir))
     return sched
 
 
-def build(cfg: ClickHouseSinkSettings) -> Component:
-    """``tocsin start sink-clickhouse``: the sink and the store's scheduled upkeep."""
-    from tocsin.app.services import ServiceGroup
-
-    return ServiceGroup({"sink-clickhouse": ClickHouseSink(cfg), "store-jobs": maintenance_jobs(cfg)})
+def build(cfg: ClickHouseSinkSettings) -> dict[str, Component]:
+    """``tocsin start sink-clickhouse``: the sink and the store's scheduled upkeep (the application groups them)."""
+    return {"sink-clickhouse": ClickHouseSink(cfg), "store-jobs": maintenance_jobs(cfg)}

@@ -20,15 +20,19 @@ opened or resolved on the network.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+import re2
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from tocsin.core.config import ConsumerGroupConfig, StrictModel
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
+from tocsin.sinks.notify.escalation import duration_s
+from tocsin.sinks.notify.timeintervals import NamedTimeIntervalConfig, unknown_references
 
 MatcherOp = Literal["=", "!=", "=~", "!~"]
 _MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
@@ -37,6 +41,31 @@ _MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s
 DEFAULT_GROUP_WAIT_S = 30.0
 DEFAULT_GROUP_INTERVAL_S = 300.0
 DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
+
+
+MAX_MATCHER_REGEX_CHARS = 1024
+"""Longest matcher regex: Alertmanager sets none; far above any label pattern, small enough to compile at once."""
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = 1 << 20  # compiled program's memory: a pattern needing more is rejected (RE2 default 8 MiB)
+_RE2_OPTIONS.log_errors = False  # the error is raised as a ValueError, not printed to stderr by the C++ side
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_matcher_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, anchored in full as Alertmanager anchors it; raises ValueError.
+
+    RE2 runs in time linear in the input whatever the pattern (no backtracking:
+    ``(a+)+$`` against ``aaaa...!`` is instant), and does not hold the GIL while it
+    matches; patterns it cannot run in linear time (backreferences, lookaround)
+    are rejected, as Alertmanager (Go's regexp, RE2 syntax) rejects them.
+    """
+    if len(pattern) > MAX_MATCHER_REGEX_CHARS:
+        raise ValueError(f"regex longer than {MAX_MATCHER_REGEX_CHARS} characters")
+    try:
+        return re2.compile(f"^(?:{pattern})$", options=_RE2_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"invalid regex {pattern!r} (RE2 syntax, as Alertmanager): {why}") from None
 
 
 class MatcherSpec(StrictModel):
@@ -49,10 +78,7 @@ class MatcherSpec(StrictModel):
     @model_validator(mode="after")
     def _regex_compiles(self) -> MatcherSpec:
         if self.op in ("=~", "!~"):
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.value!r}: {exc}") from None
+            compile_matcher_regex(self.value)
         return self
 
     @classmethod
@@ -76,7 +102,7 @@ class MatcherSpec(StrictModel):
             return v == self.value
         if self.op == "!=":
             return v != self.value
-        hit = re.fullmatch(self.value, v) is not None  # re caches the compiled pattern
+        hit = compile_matcher_regex(self.value).search(v) is not None  # anchored at both ends: a full match
         return hit if self.op == "=~" else not hit
 
 
@@ -108,6 +134,14 @@ class RouteConfig(StrictModel):
         default_factory=dict, description="Template part (title, text, html) -> inline jinja2; beats the receiver's."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Child routes, tried in order.")
+    mute_time_intervals: list[str] = Field(
+        default_factory=list, description="Named time intervals in which this route sends nothing (not inherited).")
+    active_time_intervals: list[str] = Field(
+        default_factory=list, description="Named time intervals outside which this route is quiet (not inherited).")
+    escalate_after_s: Annotated[float | None, BeforeValidator(duration_s)] = Field(
+        None, gt=0, alias="escalate_after",
+        description="Still firing and not acked this long after it started (15m): also send to escalate_to.")
+    escalate_to: str | None = Field(None, description="Receiver an unacked alert escalates to, once an incident.")
 
     @field_validator("matchers", mode="before")
     @classmethod
@@ -261,6 +295,8 @@ class NotifyConfig(ConsumerGroupConfig):
         0.2, gt=0, le=3600, description="Settled offsets are committed at most this often (and on close/rebalance)."
     )
     log_table: str = Field("notifications", description="ClickHouse table of the notification log.")
+    time_intervals: list[NamedTimeIntervalConfig] = Field(
+        default_factory=list, description="Named intervals routes mute or activate by (sinks/notify/timeintervals.py).")
 
     @model_validator(mode="after")
     def _receivers_resolve(self) -> NotifyConfig:
@@ -274,10 +310,15 @@ class NotifyConfig(ConsumerGroupConfig):
         def walk(route: RouteConfig, path: str) -> None:
             if route.receiver is not None and route.receiver not in known:
                 problems.append(f"{path}.receiver: unknown receiver {route.receiver!r} (known: {sorted(known)})")
+            if (route.escalate_after_s is None) != (route.escalate_to is None):
+                problems.append(f"{path}: escalate_after and escalate_to go together")
+            elif route.escalate_to is not None and route.escalate_to not in known:
+                problems.append(f"{path}.escalate_to: unknown receiver {route.escalate_to!r} (known: {sorted(known)})")
             for i, child in enumerate(route.routes):
                 walk(child, f"{path}.routes[{i}]")
 
         walk(self.route, "route")
+        problems += unknown_references(self.route, {t.name for t in self.time_intervals})
         if self.receivers and self.route.receiver is None:
             problems.append("route.receiver: the root route needs a receiver when receivers are configured")
         if problems:

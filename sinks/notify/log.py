@@ -2,7 +2,7 @@
 
 Rows go to ``{db}.notifications`` (schema in ``sinks/clickhouse/schema.py``):
 ``status`` is ``sent``, ``retrying`` (this attempt failed, another follows),
-``failed`` (final), ``silenced`` or ``inhibited``. Rows are written
+``failed`` (final), ``silenced``, ``inhibited`` or ``muted`` (a time interval; the reason names it). Rows are written
 synchronously right after each attempt, so the window in which a crash can
 forget a delivery is the few milliseconds between the receiver's answer and
 the insert. The client is shared by the receiver threads, hence the lock.

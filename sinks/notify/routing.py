@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tocsin.sinks.notify.config import InhibitRuleConfig, MatcherSpec, NotifyConfig, RouteConfig, matches_all
+from tocsin.sinks.notify.escalation import Escalations, escalation_route, is_escalation
 from tocsin.sinks.notify.receivers.base import AlertView
 from tocsin.sinks.notify.silences import SilenceStore
+from tocsin.sinks.notify.timeintervals import TimeIntervals
 
 NO_SEVERITY = ("", "none")
 ALL_LABELS = "..."  # group_by: ["..."] groups by every label, as in Alertmanager
 MUTED_RECHECK_S = 5.0  # how often a group with muted alerts looks whether the mute ended
-MuteStatus = Literal["silenced", "inhibited"]
+MuteStatus = Literal["silenced", "inhibited", "muted"]
 
 
 # --------------------------------------------------------------------------- labels
@@ -82,6 +84,10 @@ class Route:
     send_resolved: bool
     templates: dict[str, str]
     children: list[Route] = field(default_factory=list)
+    mute_time_intervals: tuple[str, ...] = ()
+    active_time_intervals: tuple[str, ...] = ()
+    escalate_after_s: float | None = None
+    escalate_to: str | None = None
 
     def match(self, labels: dict[str, str]) -> list[Route]:
         """The deepest matching routes (Alertmanager's algorithm), or [] when this one does not match."""
@@ -129,6 +135,9 @@ def build_routes(cfg: NotifyConfig) -> Route | None:
                                    parent.repeat_interval_s if parent else cfg.repeat_interval_s),
             send_resolved=pick(node.send_resolved, parent.send_resolved if parent else cfg.send_resolved),
             templates={**(parent.templates if parent else {}), **node.templates},
+            mute_time_intervals=tuple(node.mute_time_intervals),  # not inherited, as in Alertmanager
+            active_time_intervals=tuple(node.active_time_intervals),
+            escalate_after_s=node.escalate_after_s, escalate_to=node.escalate_to,  # not inherited either
         )
         route.children = [resolve(c, route, f"{rid}.{i}") for i, c in enumerate(node.routes)]
         return route
@@ -272,6 +281,8 @@ class Router:
         self.root = build_routes(cfg)
         self.silences = SilenceStore()
         self.inhibitor = Inhibitor(cfg.inhibit_rules)
+        self.intervals = TimeIntervals(cfg.time_intervals)
+        self.escalations = Escalations()
         self.groups: dict[str, Group] = {}
         self._groups_of: dict[str, set[str]] = {}  # fingerprint -> group keys holding it
 
@@ -298,7 +309,9 @@ class Router:
         t.labels = alert_labels(t.event)
         self.inhibitor.update(t.fingerprint, t.labels if t.state == "firing" else None)
         settled: list[Settlement] = []
-        for route, receiver in self.targets(t):
+        targets = self.targets(t)
+        self._watch_escalation(t, [route for route, _ in targets])
+        for route, receiver in targets:
             glabels = route.group_labels(t.labels)
             key = group_key(route, receiver, glabels)
             if t.state == "resolved" and key not in self._groups_of.get(t.fingerprint, set()):
@@ -345,7 +358,12 @@ class Router:
         if self.root is None:
             return
         known = {r.id: r for r in self.root.walk()}
+        if not any(is_escalation(key.split(":", 1)[0]) for key, _ in sent.values()):
+            self._watch_escalation(t, self.root.match(t.labels))
         for receiver, (key, sent_at) in sent.items():
+            if is_escalation(key.split(":", 1)[0]):
+                self.escalations.mark_escalated(str(t.event["alert_id"]))  # escalated before the restart
+                continue
             route = known.get(key.split(":", 1)[0])
             if route is None or route.receiver != receiver:
                 continue  # the route tree changed since: the next transition routes afresh
@@ -366,6 +384,8 @@ class Router:
         out: list[Outgoing] = []
         settled: list[Settlement] = []
         now_us = int(now * 1e6)
+        for route, t in self.escalations.due(now):
+            self._escalate(route, t, now)
         for key in list(self.groups):
             group = self.groups[key]
             if group.in_flight:
@@ -394,7 +414,7 @@ class Router:
         for fp in list(group.entries):
             entry = group.entries[fp]
             latest = entry.latest
-            mute = self._mute(latest, now_us)
+            mute = self._mute(latest, now_us, route)
             if latest.state == "firing":
                 if mute is not None:
                     settled += [Settlement(t, group.receiver, mute[0], group.key, mute[1]) for t in entry.pending]
@@ -439,13 +459,40 @@ class Router:
         repeat = not covered and bool(resent)
         return Outgoing(uuid.uuid4().hex, group, alerts, covered, resent, repeat, included), settled
 
-    def _mute(self, t: Transition, now_us: int) -> tuple[MuteStatus, str] | None:
+    def _mute(self, t: Transition, now_us: int, route: Route | None = None) -> tuple[MuteStatus, str] | None:
         silence = self.silences.muting(t.labels, now_us)
         if silence is not None:
             return "silenced", f"silence {silence.id}"
         if t.state == "firing" and self.inhibitor.inhibited(t.fingerprint, t.labels):
             return "inhibited", "a more severe alert fires"
+        if route is not None and (route.mute_time_intervals or route.active_time_intervals):
+            why = self.intervals.muted(route.mute_time_intervals, route.active_time_intervals, now_us / 1e6)
+            if why is not None:
+                return "muted", why
         return None
+
+    def _watch_escalation(self, t: Transition, routes: Iterable[Route]) -> None:
+        if t.state != "firing":
+            self.escalations.forget(str(t.event.get("alert_id")))
+            return
+        for route in routes:
+            if route.escalate_after_s is not None and route.escalate_to is not None:
+                self.escalations.track(route, t)
+                return
+
+    def _escalate(self, route: Route, t: Transition, now: float) -> None:
+        """Puts a due incident into its escalation group, as a transition of its own (no Kafka offset)."""
+        er = escalation_route(route)
+        glabels = route.group_labels(t.labels)
+        key = group_key(er, er.receiver, glabels)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group(key, er, er.receiver, glabels, now, next_flush_at=now)
+        copy = Transition(t.event, labels=t.labels, remaining={er.receiver})
+        group.entries[t.fingerprint] = Entry(copy, pending=[copy])
+        self._groups_of.setdefault(t.fingerprint, set()).add(key)
+        if not group.in_flight:
+            group.next_flush_at = now
 
     def delivered(self, outgoing: Outgoing, sent: bool, now: float) -> None:
         """Updates the group after its notification finally succeeded or failed."""

@@ -6,7 +6,7 @@ reach all of them), from the beginning at start so silences survive restarts.
 
 The loop, each turn:
 
-1. apply new ControlEvents (silences) from the control topic;
+1. apply new ControlEvents (silences) from the silences and control topics;
 2. poll AlertEvents; bad records go to the dead-letter topic; ask the
    notification log which (transition, receiver) pairs were already sent (a
    restart re-reads everything after the last commit) and route the rest;
@@ -42,6 +42,7 @@ from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
 from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, StoreError
 from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
+from tocsin.core.heartbeat import WATCHDOG_RULE
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks import metrics as sink_metrics
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
@@ -170,6 +171,7 @@ class NotifySink(Component):
         self._metrics_server: sink_metrics.MetricsServer | None = None
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+        self.watchdog_seen_at: float | None = None  # monotonic; when the last Watchdog beat arrived
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,8 +195,9 @@ class NotifySink(Component):
         topics = self.cfg.kafka.topics
         self._producer = kafka_api.producer(self.cfg.kafka)
         self._control = kafka_api.consumer(self.cfg.kafka, group_id=None)
-        parts = _wait_for_topic(self._control, topics.control)
-        control_tps = [TopicPartition(topics.control, p) for p in sorted(parts)]
+        # Silences live on their compacted topic (and, from older releases, on the control topic).
+        control_tps = [TopicPartition(topic, p) for topic in (topics.control, topics.silences)
+                       for p in sorted(_wait_for_topic(self._control, topic))]
         self._control.assign(control_tps)
         self._control.seek_to_beginning(*control_tps)
         self._drain_control(until_end=True)
@@ -303,7 +306,7 @@ class NotifySink(Component):
             return
         try:
             kafka_api.read_to_end(self._control, self._apply_control, timeout_s=RESTORE_TIMEOUT_S,
-                                  what=self.cfg.kafka.topics.control)
+                                  what=f"{self.cfg.kafka.topics.control} and {self.cfg.kafka.topics.silences}")
         except ReadTimeout as exc:
             # Degrade, and say so: the rest arrives through the ordinary drain on later passes.
             log.warning("Control topic not read to its end; silences may be incomplete for now.",
@@ -379,6 +382,10 @@ class NotifySink(Component):
                         raise DecodeError(f"expected {ALERT_EVENT} on the alerts topic, got {name}")
                 except DecodeError as exc:
                     self._deadletter(rec, tp, exc.reason)
+                    self.tracker.done(tp, rec.offset)
+                    continue
+                if event["rule"] == WATCHDOG_RULE:  # the dead man's switch (tocsin.app.watchdog): noted, not routed
+                    self.watchdog_seen_at = time.monotonic()
                     self.tracker.done(tp, rec.offset)
                     continue
                 transitions.append(Transition(event, tp, rec.offset))
@@ -467,7 +474,7 @@ class NotifySink(Component):
     def _settle(self, settled: list[Settlement]) -> None:
         rows = []
         for s in settled:
-            if s.status in ("silenced", "inhibited"):
+            if s.status in ("silenced", "inhibited", "muted"):
                 rc = self.ncfg.receiver(s.receiver)
                 rows.append(LogRow(s.transition.event, s.receiver, rc.type, 0, s.status, error=s.reason,
                                    group_key=s.group_key))
@@ -564,7 +571,7 @@ class NotifySink(Component):
                 name, event = self.codec.decode(rec.value)
             except DecodeError:
                 return  # dead-lettered when it was first consumed
-            if name == ALERT_EVENT:
+            if name == ALERT_EVENT and event["rule"] != WATCHDOG_RULE:
                 latest[event["fingerprint"]] = event
                 where[event["fingerprint"]] = tp
 
@@ -656,7 +663,7 @@ class NotifyCollector:
             queued.add_metric([name], r["queued"])
         transitions = CounterMetricFamily(f"{prefix}_transitions", "Alert transitions consumed, by decision.",
                                           labels=["decision"])
-        for decision in ("transitions", "silenced", "inhibited", "already_sent", "dropped", "deadlettered"):
+        for decision in ("transitions", "silenced", "inhibited", "muted", "already_sent", "dropped", "deadlettered"):
             transitions.add_metric([decision], stats.get(decision, 0))
         dedup = CounterMetricFamily(f"{prefix}_dedup_hits", "(transition, receiver) pairs the notification log "
                                     "showed as sent already (read again after a restart or rebalance), not resent.",

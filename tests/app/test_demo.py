@@ -14,10 +14,11 @@ from tocsin.core.localkafka import _pid_alive
 
 
 @pytest.mark.slow
-def test_demo_fires_and_resolves_the_three_incidents_and_writes_the_report(kafka_bootstrap, tmp_path: Path) -> None:
+def test_demo_fires_and_resolves_the_three_incidents_and_writes_the_report(tmp_path: Path) -> None:
+    """As a user runs it: the demo starts its own broker (unless the run targets a cluster) and stops it."""
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOCSIN_", "CLICKHOUSE_"))}
-    env.update(TOCSIN_HOME=str(home), KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    env.update(TOCSIN_HOME=str(home))
     summary = tmp_path / "summary.json"
     proc = subprocess.run([sys.executable, "-m", "tocsin", "demo", "--duration", "120", "--json-summary",
                            str(summary)], env=env, capture_output=True, text=True, timeout=420)
@@ -37,7 +38,9 @@ def test_demo_fires_and_resolves_the_three_incidents_and_writes_the_report(kafka
         assert "open" not in line, line  # both its start and its end time are in the report
     assert "<svg" in Path(doc["reports"]["html"]).read_text()
 
-    # `tocsin stop` (the demo calls it) leaves no tocsin process running.
+    if "KAFKA_BOOTSTRAP_SERVERS" not in env:
+        assert "stopped the local Kafka broker the demo started" in proc.stdout
+    # `tocsin stop` (the demo calls it) leaves no tocsin process running, nor the broker it started.
     assert not list((home / "run").glob("*.json"))
     # every process the demo starts carries its config path, under this test's home, on its command line
     pids = [int(p) for p in subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.split()]

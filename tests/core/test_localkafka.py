@@ -50,12 +50,13 @@ def test_kafka_up_prints_bootstrap_reuses_the_broker_and_down_stops_it(home_env:
     bootstrap = last_line.split("=", 1)[1]
     listing = subprocess.run(["kcat", "-b", bootstrap, "-L"], capture_output=True, text=True, timeout=30)
     for topic in ("tocsin.logs", "tocsin.metrics", "tocsin.health", "tocsin.alerts", "tocsin.control",
-                  "tocsin.deadletter"):
+                  "tocsin.deadletter", "tocsin.silences"):
         assert f'topic "{topic}" with 6 partitions' in listing.stdout
 
     topics = json.loads(_tocsin("topics", "list", "--json", env=home_env).stdout)
     by_name = {t["name"]: t for t in topics}
     assert by_name["tocsin.alerts"]["configs"]["cleanup.policy"] == "compact"
+    assert by_name["tocsin.silences"]["configs"]["cleanup.policy"] == "compact"  # kept however long they last
     assert by_name["tocsin.logs"]["configs"]["retention.ms"] == str(72 * 3600 * 1000)
 
     status = json.loads(_tocsin("kafka", "status", "--json", env=home_env).stdout)
@@ -80,7 +81,7 @@ def test_a_broker_whose_owner_is_killed_is_stopped_and_its_directory_removed(tmp
     owner = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time\n"
          "from pathlib import Path\n"
-         "from tocsin import localkafka\n"
+         "from tocsin.core import localkafka\n"
          "s = localkafka.up(data_dir=Path(sys.argv[1]), owner_pid=os.getpid(), remove_on_orphan=True)\n"
          "print(s.pid, flush=True)\n"
          "time.sleep(600)\n", str(data_dir)],

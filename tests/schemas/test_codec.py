@@ -31,7 +31,7 @@ SAMPLES = {
                    "resolved_by": None},
     "ControlEvent": {"event_id": "c1", "ts": 4, "action": "silence_create", "alert_id": None, "fingerprint": None,
                      "silence_id": "s1", "matchers": [{"label": "service", "op": "=", "value": "shop"}],
-                     "ends_at": 99, "reason": "maintenance", "actor": "ops"},
+                     "ends_at": 99, "reason": "maintenance", "actor": "ops", "starts_at": 5, "created_by": "ops"},
 }
 
 

@@ -51,10 +51,9 @@ class ApiServer(Component):
             self._view.close()
 
 
-def build(cfg: TocsinConfig, *, store_api: bool = False) -> Component:
+def build(cfg: TocsinConfig, *, store_api: bool = False) -> dict[str, Component]:
     """``tocsin start processor``: the consumer loop and its HTTP API, started in that order."""
-    from tocsin.app.services import ServiceGroup
     from tocsin.processors.service import build as build_processor
 
     service = build_processor(cfg)
-    return ServiceGroup({"processor": service, "http": ApiServer(cfg, service, store_api=store_api)})
+    return {"processor": service, "http": ApiServer(cfg, service, store_api=store_api)}

@@ -173,6 +173,10 @@ def topic_specs(cfg: KafkaConfig) -> list[TopicSpec]:
     spec = [
         (t.logs, retention), (t.metrics, retention), (t.health, retention),
         (t.alerts, compact), (t.control, retention), (t.deadletter, {"retention.ms": str(14 * 86400 * 1000)}),
+        # A silence may last 90 days, longer than any time retention: its latest record (keyed by silence
+        # id) is kept by compaction whatever retention.ms says (sinks/notify/silences.py).
+        (t.silences, compact),
+        (t.patterns, compact),  # new_pattern rules' seen set: latest sighting per (rule, service, pattern)
     ]
     return [TopicSpec(name, t.partitions, t.replication_factor, conf) for name, conf in spec]
 

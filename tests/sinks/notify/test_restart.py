@@ -43,7 +43,7 @@ def _write_config(tmp_path: Path, kafka_bootstrap: str, url: str) -> tuple[Path,
     data = {
         "kafka": {"bootstrap_servers": kafka_bootstrap,
                   "topics": {**{n: f"{run}.{n}" for n in ("logs", "metrics", "health", "alerts", "control",
-                                                           "deadletter")}, "partitions": 3}},
+                                                           "deadletter", "silences")}, "partitions": 3}},
         "clickhouse": {"url": f"chdb://{tmp_path / 'chdb'}", "database": run},
         "notify": {
             "group_id": f"{run}-notify",

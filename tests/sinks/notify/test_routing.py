@@ -161,7 +161,7 @@ def test_silence_mutes_matching_alerts_and_its_expiry_lets_the_still_firing_ones
     out, settled = _flush(router, T0 + 11)
     assert [o.alerts[0].service for o in out] == ["cart"]
     assert [(s.transition, s.status, s.reason) for s in settled] == [(shop, "silenced", f"silence {ev['silence_id']}")]
-    exp = expire_event(ev["silence_id"], actor="me")
+    exp = expire_event(router.silences.get(ev["silence_id"]), actor="me")
     exp["ts"] = int((T0 + 30) * 1e6)
     assert router.silences.apply(exp) is None
     out, _ = _flush(router, T0 + 31)  # muted groups look again every few seconds

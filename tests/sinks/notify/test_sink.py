@@ -47,7 +47,7 @@ def test_silence_on_the_control_topic_mutes_then_its_expiry_releases_the_alert(n
         wait_until(lambda: sink.stats().get("silenced", 0) >= 1, what="the silenced one recorded")
         time.sleep(0.5)
         assert [a["labels"]["service"] for b in hook.bodies() for a in b["alerts"]] == ["cart"]
-        produce_control(cfg, [expire_event(silence["silence_id"], actor="test")])
+        produce_control(cfg, [expire_event(sink.router.silences.get(silence["silence_id"]), actor="test")])
         wait_until(lambda: hook.count() >= 2, what="the alert once its silence ended")
         wait_until(sink.idle, what="settled")
     assert [a["labels"]["service"] for a in hook.bodies()[1]["alerts"]] == ["shop"]

@@ -10,8 +10,21 @@ from __future__ import annotations
 
 import sys
 
+from tocsin.app.cli import (
+    agent_cmds,
+    config_cmds,
+    db_cmds,
+    kafka_cmds,
+    notify_cmds,
+    ops_cmds,
+    processor_cmds,
+    service_cmds,
+)
 from tocsin.app.cli.app import app
-from tocsin.core.errors import ConfigError, KafkaError, LocalKafkaError, StoreError, TocsinError
+from tocsin.core.errors import ConfigError, KafkaError, LocalKafkaError, RefusedError, StoreError, TocsinError
+
+for _module in (kafka_cmds, service_cmds, ops_cmds, agent_cmds, processor_cmds, db_cmds, notify_cmds, config_cmds):
+    _module.register(app)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -25,6 +38,9 @@ def main() -> None:
     except ConfigError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except RefusedError as exc:  # bad usage, not an unavailable store
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except (KafkaError, StoreError, LocalKafkaError) as exc:
         print(f"error: {exc}", file=sys.stderr)

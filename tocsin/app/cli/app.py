@@ -1,4 +1,4 @@
-"""The root Typer app, the global ``--config`` option, and registration of every command group."""
+"""The root Typer app and the global ``--config`` option; ``tocsin.app.cli`` registers every command group on it."""
 
 from __future__ import annotations
 
@@ -47,23 +47,3 @@ def config_of(ctx: typer.Context) -> TocsinConfig:
     state = ctx.find_root().obj
     assert isinstance(state, State)
     return state.config
-
-
-def _register() -> None:
-    from tocsin.app.cli import (
-        agent_cmds,
-        config_cmds,
-        db_cmds,
-        kafka_cmds,
-        notify_cmds,
-        ops_cmds,
-        processor_cmds,
-        service_cmds,
-    )
-
-    for module in (kafka_cmds, service_cmds, ops_cmds, agent_cmds, processor_cmds, db_cmds, notify_cmds,
-                   config_cmds):
-        module.register(app)
-
-
-_register()

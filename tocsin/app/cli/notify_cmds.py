@@ -133,25 +133,30 @@ def silence_add(
     ctx: typer.Context,
     matcher: list[str] = typer.Option(..., "--matcher", "-m", help="label=value, label!=value, label=~regex or "
                                       "label!~regex (repeatable, all must match)."),
-    duration: str = typer.Option(..., "--duration", "-d", help="How long: 30m, 2h, 1h30m, 1d."),
+    duration: str = typer.Option(..., "--duration", "-d", help="How long: 30m, 2h, 1h30m, 1d (at most 90d)."),
     reason: str = typer.Option(..., "--reason", help="Why (shown in `tocsin silence list`)."),
     author: str | None = typer.Option(None, "--author", help="Who (default: user@host)."),
+    start: str | None = typer.Option(None, "--start", help="Planned start: ISO 8601 (2026-05-01T22:00+02:00, "
+                                     "UTC without an offset) or +2h from now (default: now)."),
 ) -> None:
-    """Mute alerts matching every matcher for a while; prints the silence id.
+    """Mute alerts matching every matcher for a while, now or from a planned start; prints the silence id.
 
     Example: tocsin silence add --matcher service=shop --duration 2h --reason "deploy 4.2"
+    Example: tocsin silence add -m service=~"db|cache" -d 4h --start 2026-05-01T22:00+02:00 --reason upgrade
     """
     from tocsin.sinks.notify.config import MatcherSpec
-    from tocsin.sinks.notify.silences import create_event, parse_duration, publish
+    from tocsin.sinks.notify.silences import create_event, parse_duration, parse_start, publish
 
     cfg = config_of(ctx)
     try:
         matchers = [MatcherSpec.parse(m) for m in matcher]
     except ValueError as exc:
         raise ConfigError(f"--matcher: {exc}") from None
-    event = create_event(matchers, parse_duration(duration), reason, author)
-    publish(cfg.kafka, cfg.kafka.topics.control, event)
-    typer.echo(f"{event['silence_id']} until {_fmt_ts(event['ends_at'])}: {', '.join(str(m) for m in matchers)}")
+    start_us = parse_start(start) if start else None
+    event = create_event(matchers, parse_duration(duration), reason, author, start_us=start_us)
+    publish(cfg.kafka, cfg.kafka.topics.silences, event)
+    typer.echo(f"{event['silence_id']} from {_fmt_ts(event['starts_at'])} until {_fmt_ts(event['ends_at'])}: "
+               f"{', '.join(str(m) for m in matchers)}")
 
 
 @silence_app.command("expire")
@@ -168,10 +173,10 @@ def silence_expire(
     from tocsin.sinks.notify.silences import expire_event, publish, read_store
 
     cfg = config_of(ctx)
-    silence = read_store(cfg.kafka, cfg.kafka.topics.control).get(silence_id)
+    silence = read_store(cfg.kafka).get(silence_id)
     if silence is None or silence.ends_at_us <= now_us():
         raise ConfigError(f"no active silence {silence_id!r} (see `tocsin silence list`)")
-    publish(cfg.kafka, cfg.kafka.topics.control, expire_event(silence_id, author))
+    publish(cfg.kafka, cfg.kafka.topics.silences, expire_event(silence, author))
     typer.echo(f"{silence_id} expired")
 
 
@@ -193,17 +198,18 @@ def silence_list(
     from tocsin.sinks.notify.silences import read_store
 
     cfg = config_of(ctx)
-    silences = read_store(cfg.kafka, cfg.kafka.topics.control).active(now_us())
+    now = now_us()
+    silences = read_store(cfg.kafka).active(now)
     if json_out:
-        typer.echo(json.dumps([s.describe() for s in silences], indent=2))
+        typer.echo(json.dumps([s.describe(now) for s in silences], indent=2))
         return
     if not silences:
         typer.echo("no active silences")
         return
-    table = Table("id", "matchers", "from", "until", "reason", "by")
+    table = Table("id", "state", "matchers", "from", "until", "reason", "created by")
     for s in silences:
-        table.add_row(s.id, ", ".join(str(m) for m in s.matchers), _fmt_ts(s.starts_at_us), _fmt_ts(s.ends_at_us),
-                      s.reason, s.actor)
+        table.add_row(s.id, s.state(now), ", ".join(str(m) for m in s.matchers), _fmt_ts(s.starts_at_us),
+                      _fmt_ts(s.ends_at_us), s.reason, s.actor)
     Console().print(table)
 
 

@@ -209,21 +209,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds from the first request to giving up on resolution (default 150)")
     parser.add_argument("--json-summary", type=Path, help="write what happened to this JSON file")
     parser.add_argument("--out-dir", type=Path, help="where the report goes (default $TOCSIN_HOME/demo)")
+    parser.add_argument("--keep-broker", action="store_true",
+                        help="leave the local Kafka broker running if the demo started it (default: stop it)")
     args = parser.parse_args(argv)
-    return run(args.duration, args.json_summary, args.out_dir)
+    return run(args.duration, args.json_summary, args.out_dir, keep_broker=args.keep_broker)
 
 
-def run(duration: float, json_summary: Path | None, out_dir: Path | None) -> int:
+def run(duration: float, json_summary: Path | None, out_dir: Path | None, keep_broker: bool = False) -> int:
     home = paths.home()
     out_dir = out_dir or home / "demo"
     outcome = Outcome()
     stop = threading.Event()
     shop: list[subprocess.Popen[bytes]] = []
     started_services = False
+    broker = "external"  # "external" (KAFKA_BOOTSTRAP_SERVERS), "reused" (running before) or "started"
     try:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            say("starting the local Kafka broker (Apache Kafka from Maven Central jars)...")
+            broker = "reused" if localkafka.running(localkafka.default_data_dir()) else "started"
+            if broker == "started":
+                say("starting the local Kafka broker (Apache Kafka from Maven Central jars)...")
             bootstrap = localkafka.up().bootstrap
         say(f"kafka bootstrap={bootstrap}")
         receiver = ThreadingHTTPServer(("127.0.0.1", _free_port()), type("R", (_Receiver,), {"outcome": outcome}))
@@ -321,6 +326,11 @@ def run(duration: float, json_summary: Path | None, out_dir: Path | None) -> int
         if started_services:
             for rec, how in supervisor.stop(["all"]):
                 say(f"stopped {rec.name} (pid {rec.pid}: {how})")
+        if broker == "started" and not keep_broker:
+            localkafka.down()
+            say("stopped the local Kafka broker the demo started")
+        elif broker != "external":
+            say("the local Kafka broker keeps running (about 700 MB): `tocsin kafka down` stops it")
     state = outcome.expected_state()
     for what, s in state.items():
         mark = "ok " if s["fired_at"] and s["resolved_at"] else "MISSING"
