@@ -88,10 +88,21 @@ class ProcessorCollector(Collector):
                                 value=snap.uptime_s())
 
 
+class SinksInProcess(Collector):
+    """The ``tocsin_sink_*`` families of prometheus_client's default registry, where the sinks put theirs:
+    under ``tocsin start all`` they run in this process and their metrics belong on this /metrics."""
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client import REGISTRY
+
+        yield from (m for m in REGISTRY.collect() if m.name.startswith("tocsin_sink_"))
+
+
 def registry_for(view: ServiceView) -> CollectorRegistry:
-    """A fresh registry with the processor's metrics and the process and platform ones."""
+    """A fresh registry with the processor's metrics, the sinks' in this process, process and platform."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProcessorCollector(view))
+    registry.register(SinksInProcess())
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -44,6 +44,9 @@ class ClickHouseSinkConfig(ConsumerGroupConfig):
     )
     report_top_errors: int = Field(10, ge=1, le=1000, description="Error messages listed per report.")
     store_api_timeout_s: float = Field(60.0, gt=0, description="Timeout of CLI calls to the store owner's HTTP API.")
+    metrics_addr: str | None = Field(
+        None, description="host:port where a standalone sink serves its Prometheus /metrics (none: not served; "
+                          "under `tocsin start all` they are on the API's /metrics too).")
     query_max_rows: int = Field(100_000, ge=1, description="Rows `tocsin query` returns at most (result_rows limit).")
     # Limits of every query through `tocsin query` and the store API, set in the read-only session
     # (readonly=1), so no query can raise them; the engine cancels a query past any of them.

@@ -10,8 +10,10 @@ failures, each beside the previous period of the same length.
 Sources: request counts and latency percentiles come from the ``metrics_1m``
 rollup (DDSketch states, relative error ``QUANTILE_ACCURACY``), error and log
 counts from ``log_counts_1m``; only the error messages, alerts and health
-checks read raw rows. The period is ``hours`` ending at ``end`` (default now),
-both cut to whole minutes because the rollups are per minute.
+checks read raw rows. Every count is of distinct event ids (``uniqExact``), so
+an event stored twice (re-shipped after a crash, not yet merged away) counts
+once. The period is ``hours`` ending at ``end`` (default now), both cut to
+whole minutes because the rollups are per minute.
 ``render_report(doc, fmt)`` turns the document into text, md, html (with
 inline SVG charts, no external assets) or json.
 """
@@ -103,7 +105,8 @@ def build_report(ask: Ask, database: str, hours: float, service: str | None = No
 
     levels = {lv: i for i, lv in enumerate(QUANTILE_LEVELS)}
     req = ask(
-        f"SELECT service, sumIf(samples, {cur_rollup}) AS requests, sumIf(samples, NOT ({cur_rollup})) AS prev,"
+        f"SELECT service, uniqExactMergeIf(samples, {cur_rollup}) AS requests,"
+        f" uniqExactMergeIf(samples, NOT ({cur_rollup})) AS prev,"
         f" {merge_if}(value_quantiles, {cur_rollup}) AS q, {merge_if}(value_quantiles, NOT ({cur_rollup})) AS pq"
         f" FROM {db}.metrics_1m WHERE {in_rollup} AND name IN {{names:Array(String)}}{svc} GROUP BY service",
         base,
@@ -115,9 +118,11 @@ def build_report(ask: Ask, database: str, hours: float, service: str | None = No
             e[key] = _num(q[levels[lv]]) if requests else None
             e["previous"][key] = _num(pq[levels[lv]]) if prev else None
     logs = ask(
-        f"SELECT service, sumIf(events, {cur_rollup} AND level IN {{levels:Array(String)}}),"
-        f" sumIf(events, {cur_rollup}), sumIf(events, NOT ({cur_rollup}) AND level IN {{levels:Array(String)}}),"
-        f" sumIf(events, NOT ({cur_rollup})) FROM {db}.log_counts_1m WHERE {in_rollup}{svc} GROUP BY service",
+        f"SELECT service, uniqExactMergeIf(events, {cur_rollup} AND level IN {{levels:Array(String)}}),"
+        f" uniqExactMergeIf(events, {cur_rollup}),"
+        f" uniqExactMergeIf(events, NOT ({cur_rollup}) AND level IN {{levels:Array(String)}}),"
+        f" uniqExactMergeIf(events, NOT ({cur_rollup}))"
+        f" FROM {db}.log_counts_1m WHERE {in_rollup}{svc} GROUP BY service",
         base,
     )
     for name, errors, events, perrors, pevents in logs.rows:
@@ -135,7 +140,8 @@ def build_report(ask: Ask, database: str, hours: float, service: str | None = No
 
     norm, norm_params = _normalize_sql("message")
     top = ask(
-        f"SELECT service, {norm} AS pattern, countIf({cur_raw}) AS n, countIf(NOT ({cur_raw})) AS prev_n,"
+        f"SELECT service, {norm} AS pattern, uniqExactIf(event_id, {cur_raw}) AS n,"
+        f" uniqExactIf(event_id, NOT ({cur_raw})) AS prev_n,"
         f" anyIf(message, {cur_raw}) AS example, minIf(toUnixTimestamp64Micro(ts), {cur_raw}),"
         f" maxIf(toUnixTimestamp64Micro(ts), {cur_raw})"
         f" FROM {db}.logs WHERE {in_raw} AND level IN {{levels:Array(String)}}{svc}"
@@ -250,8 +256,10 @@ def _alerts(ask: Ask, db: str, base: dict[str, Any], svc: str, in_raw: str, star
 
 def _health(ask: Ask, db: str, base: dict[str, Any], svc: str, in_raw: str, cur_raw: str) -> dict[str, Any]:
     res = ask(
-        f"SELECT service, check, countIf({cur_raw}) AS total, countIf({cur_raw} AND status = 'unhealthy'),"
-        f" countIf({cur_raw} AND status = 'degraded'), countIf(NOT ({cur_raw}) AND status != 'healthy'),"
+        f"SELECT service, check, uniqExactIf(event_id, {cur_raw}) AS total,"
+        f" uniqExactIf(event_id, {cur_raw} AND status = 'unhealthy'),"
+        f" uniqExactIf(event_id, {cur_raw} AND status = 'degraded'),"
+        f" uniqExactIf(event_id, NOT ({cur_raw}) AND status != 'healthy'),"
         f" argMaxIf(error, ts, {cur_raw} AND status != 'healthy'),"
         f" maxIf(toUnixTimestamp64Micro(ts), {cur_raw} AND status != 'healthy')"
         f" FROM {db}.health_checks WHERE {in_raw}{svc} GROUP BY service, check ORDER BY service, check",
@@ -293,7 +301,8 @@ def _series(ask: Ask, db: str, base: dict[str, Any], svc: str, start_s: int, end
                                                 "p95_ms": None})
 
     req = ask(
-        f"SELECT {t_expr} AS t, service, sum(samples), {p95}(value_quantiles)[{QUANTILE_LEVELS.index(0.95) + 1}]"
+        f"SELECT {t_expr} AS t, service, uniqExactMerge(samples),"
+        f" {p95}(value_quantiles)[{QUANTILE_LEVELS.index(0.95) + 1}]"
         f" FROM {db}.metrics_1m WHERE {window} AND name IN {{names:Array(String)}}{svc}"
         " GROUP BY t, service ORDER BY t, service",
         params,
@@ -302,7 +311,7 @@ def _series(ask: Ask, db: str, base: dict[str, Any], svc: str, start_s: int, end
         p = point(int(t), service)
         p["requests"], p["p95_ms"] = int(n), _num(q95)
     err = ask(
-        f"SELECT {t_expr} AS t, service, sum(events) FROM {db}.log_counts_1m"
+        f"SELECT {t_expr} AS t, service, uniqExactMerge(events) FROM {db}.log_counts_1m"
         f" WHERE {window} AND level IN {{levels:Array(String)}}{svc} GROUP BY t, service ORDER BY t, service",
         params,
     )

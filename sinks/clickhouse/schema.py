@@ -14,7 +14,9 @@ and a record an agent re-shipped with the same event_id collapses at merge.
   token is stored once (replicated tables keep their own window).
 * Rollups by materialized view: ``metrics_1m`` (samples, sum, min, max and a
   DDSketch quantile state per service, name, host and minute) and
-  ``log_counts_1m`` (events per service, level and minute).
+  ``log_counts_1m`` (events per service, level and minute). Since v4 the counts
+  are ``uniqExact(event_id)`` states: a duplicate counts once before any merge,
+  and ``repair_rollups`` re-aggregates minutes a killed insert left short.
 * Ingest: one ``Null`` table per Avro record the sink stores (``logs_in``,
   ``logs_batch_in`` ...), columns named and typed after the Avro schema, and a
   view from each into its table. The sink hands ClickHouse the Avro bodies
@@ -328,6 +330,108 @@ def _v3_ingest(ctx: SchemaContext) -> list[str]:
     return stmts
 
 
+# v4: rollup counts are sets of event ids (uniqExact states), so an event stored twice (a line re-shipped
+# after a crash: same event_id, another Kafka record) counts once in its minute, and re-aggregating a minute
+# from the base table (the repair below) adds nothing that was there. min and max are idempotent too; the
+# sum and the quantile sketch are not: a duplicate weighs twice there until the base table has merged it.
+_ROLLUP_V4_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "metrics_1m": [
+        ("minute", "DateTime('UTC') CODEC(Delta, ZSTD(1))"), ("service", _LC), ("name", _LC), ("host", _LC),
+        ("samples", "AggregateFunction(uniqExact, String)"),
+        ("value_sum", "SimpleAggregateFunction(sum, Float64)"),
+        ("value_min", "SimpleAggregateFunction(min, Float64)"),
+        ("value_max", "SimpleAggregateFunction(max, Float64)"),
+        ("value_quantiles", f"AggregateFunction({QUANTILES_FN}, Float64)"),
+    ],
+    "log_counts_1m": [
+        ("minute", "DateTime('UTC') CODEC(Delta, ZSTD(1))"), ("service", _LC), ("level", _LC),
+        ("events", "AggregateFunction(uniqExact, String)"),
+    ],
+}
+_QUANTILES_STATE = QUANTILES_FN.replace("(", "State(", 1)
+_ROLLUP_V4_SELECT = {
+    "metrics_1m": (
+        "metrics",
+        "SELECT toStartOfMinute(ts) AS minute, service, name, host, uniqExactState(event_id) AS samples, "
+        f"sum(value) AS value_sum, min(value) AS value_min, max(value) AS value_max, {_QUANTILES_STATE}(value) "
+        "AS value_quantiles FROM {src}{where} GROUP BY minute, service, name, host",
+    ),
+    "log_counts_1m": (
+        "logs",
+        "SELECT toStartOfMinute(ts) AS minute, service, level, uniqExactState(event_id) AS events FROM {src}{where} "
+        "GROUP BY minute, service, level",
+    ),
+}
+# What a repair adds to a minute the rollup under-counts: ids, min and max (all idempotent), no sum and no
+# sketch (re-adding those would count the minute's other samples twice).
+_ROLLUP_REPAIR_SELECT = {
+    "metrics_1m": (
+        "metrics",
+        "SELECT toStartOfMinute(ts) AS minute, service, name, host, uniqExactState(event_id) AS samples, "
+        f"toFloat64(0) AS value_sum, min(value) AS value_min, max(value) AS value_max, "
+        f"{QUANTILES_FN.replace('(', 'StateIf(', 1)}(value, 0) AS value_quantiles FROM {{src}}{{where}} "
+        "GROUP BY minute, service, name, host",
+    ),
+    "log_counts_1m": _ROLLUP_V4_SELECT["log_counts_1m"],
+}
+# The count each rollup keeps, for comparing it with its base table.
+ROLLUP_COUNTS = {"metrics_1m": ("metrics", "samples", ("service", "name", "host")),
+                 "log_counts_1m": ("logs", "events", ("service", "level"))}
+
+
+def _v4_exact_rollups(ctx: SchemaContext) -> list[str]:
+    """Replaces the v2 rollups by ones whose counts are sets of event ids, rebuilt from the base tables.
+
+    The new view is created before the backfill: a row inserted meanwhile reaches the rollup twice,
+    through the view and the backfill, and counts once.
+    """
+    stmts: list[str] = []
+    for table in ROLLUP_TABLES:
+        src_table, select = _ROLLUP_V4_SELECT[table]
+        stmts.append(f"DROP VIEW IF EXISTS {ctx.q(table + '_mv')}{ctx.on_cluster}")
+        if ctx.cluster:
+            stmts.append(f"DROP TABLE IF EXISTS {ctx.q(table)}{ctx.on_cluster} SYNC")
+        stmts.append(f"DROP TABLE IF EXISTS {ctx.q(ctx.storage(table))}{ctx.on_cluster} SYNC")
+        stmts += _create(ctx, table, _ROLLUP_V4_COLUMNS[table], [], "AggregatingMergeTree", "toDate(minute)",
+                         _ROLLUP_ORDER_BY[table], "minute", "rand()")
+        stmts.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {ctx.q(table + '_mv')}{ctx.on_cluster} "
+            f"TO {ctx.q(ctx.storage(table))}\nAS {select.format(src=ctx.q(ctx.storage(src_table)), where='')}"
+        )
+        stmts.append(f"INSERT INTO {ctx.q(table)} {select.format(src=ctx.q(src_table), where='')}")
+    return stmts
+
+
+def repair_rollups(client: Any, database: str, since_us: int, cluster: str | None = None) -> dict[str, int]:
+    """Re-aggregates, from the base tables, the minutes since ``since_us`` a rollup counts short.
+
+    A SIGKILL between the base table's part and the view's part (a materialized view is not atomic
+    with its insert) leaves such minutes, and a store whose sink never retries that batch keeps them.
+    The repair is idempotent (see ``_ROLLUP_REPAIR_SELECT``); returns the minutes repaired per rollup.
+    """
+    ctx = SchemaContext(database, cluster=cluster)
+    since = "toDateTime(intDiv({since:Int64}, 1000000), 'UTC')"
+    repaired: dict[str, int] = {}
+    for table, (src, count_col, keys) in ROLLUP_COUNTS.items():
+        key = ", ".join(keys)
+        short = client.query(
+            f"SELECT minute FROM (SELECT toStartOfMinute(ts) AS minute, {key}, uniqExact(event_id) AS n "
+            f"FROM {ctx.q(src)} WHERE ts >= {since} GROUP BY minute, {key}) AS b "
+            f"LEFT JOIN (SELECT minute, {key}, uniqExactMerge({count_col}) AS n FROM {ctx.q(table)} "
+            f"WHERE minute >= toStartOfMinute({since}) GROUP BY minute, {key}) AS r USING (minute, {key}) "
+            "WHERE r.n < b.n GROUP BY minute ORDER BY minute",
+            parameters={"since": since_us},
+        ).result_rows
+        minutes = [r[0] for r in short]
+        if minutes:
+            _src, select = _ROLLUP_REPAIR_SELECT[table]
+            where = " WHERE toStartOfMinute(ts) IN {minutes:Array(DateTime('UTC'))}"
+            client.command(f"INSERT INTO {ctx.q(table)} {select.format(src=ctx.q(src), where=where)}",
+                           parameters={"minutes": minutes})
+        repaired[table] = len(minutes)
+    return repaired
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -340,6 +444,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "minute rollups: metrics_1m, log_counts_1m and their materialized views", _v2_rollups),
     Migration(3, "ingest: Null tables in the Avro schemas' shape, views into the event tables and quarantine",
               _v3_ingest),
+    Migration(4, "exact rollup counts: metrics_1m.samples and log_counts_1m.events as uniqExact(event_id) "
+                 "states, rebuilt from the base tables", _v4_exact_rollups),
 )
 TTL_TABLES: dict[str, str] = {
     **{t: "toDateTime(ts)" for t in EVENT_TABLES}, **{t: "minute" for t in ROLLUP_TABLES},

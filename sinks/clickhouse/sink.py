@@ -65,6 +65,7 @@ from tocsin.core.errors import DecodeError, KafkaError, StoreError
 from tocsin.core.scheduler import Scheduler
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 from tocsin.sinks.clickhouse.ingest import FaultSwitch, Framer, Group, IngestWriter, Rejected
+from tocsin.sinks.metrics import LAG_INTERVAL_S, MetricsServer, consumer_lag
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ _PENDING_RE = re.compile(r"^tocsin-sink:pending:(\d+)$")
 KILL_AFTER_INSERTS_ENV = "TOCSIN_FAULT_SINK_KILL_AFTER_INSERTS"
 # How long stop() waits for the batch in flight before giving it up to a successor.
 SHUTDOWN_WAIT_S = 30.0
+# How far back a start looks for rollup minutes counted short (a kill's batch is at most seconds old;
+# a day covers a store left closed overnight after a crash).
+ROLLUP_REPAIR_HOURS = 24
 
 EVENTS = Counter("tocsin_sink_clickhouse_events_total", "Events handed to ClickHouse (before dedup).", ["table"])
 BATCHES = Counter("tocsin_sink_clickhouse_batches_total", "Batches inserted and committed.")
@@ -85,6 +89,9 @@ RECOVERED = Counter("tocsin_sink_clickhouse_recovered_ranges_total", "Pending ra
 INSERT_SECONDS = Histogram("tocsin_sink_clickhouse_insert_seconds", "Wall time of one batch insert.")
 REBALANCES = Counter("tocsin_sink_clickhouse_rebalances_total", "Rebalances the sink re-synced after.")
 PAUSED = Gauge("tocsin_sink_clickhouse_paused", "1 while the consumer is paused (backpressure or outage).")
+LAG = Gauge("tocsin_sink_clickhouse_consumer_lag_messages",
+            "Messages between the sink's position and the log end, per group and partition.",
+            ["group", "topic", "partition"])
 
 
 def pending_end(metadata: str | None) -> int | None:
@@ -158,6 +165,9 @@ class ClickHouseSink(Component):
         self._rebalanced = False  # set by the listener (IO thread), acted on by the loop after poll()
         self.first_record_at: float | None = None  # time.monotonic() of the first record polled
         self._kill_after = int(os.environ.get(KILL_AFTER_INSERTS_ENV) or 0)
+        self._metrics_server: MetricsServer | None = None
+        self._lag_at = 0.0
+        self._lag_keys: set[tuple[str, int]] = set()
         self._inserted_batches = 0
 
     # -- lifecycle -----------------------------------------------------------------
@@ -171,6 +181,7 @@ class ClickHouseSink(Component):
                 migrate(client, self.cfg.clickhouse.database, self.cfg.clickhouse.retention_days, self.scfg.cluster)
             except Exception as exc:
                 raise StoreError(f"schema migration failed: {type(exc).__name__}: {exc}") from exc
+        self._repair_rollups(client)
         self._writer = IngestWriter(client, self.cfg.clickhouse.database, FaultSwitch())
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-insert")
         overrides: dict[str, Any] = {
@@ -181,8 +192,25 @@ class ClickHouseSink(Component):
             overrides["group_instance_id"] = self.scfg.group_instance_id
         self._consumer = kafka_api.consumer(self.cfg.kafka, group_id=self.scfg.group_id, **overrides)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
+        if self.scfg.metrics_addr:
+            self._metrics_server = MetricsServer(self.scfg.metrics_addr)
+            self._metrics_server.start()
         self._producer = kafka_api.producer(self.cfg.kafka)
         log.info("ClickHouse sink started", extra={"topics": self.topics, "group": self.scfg.group_id})
+
+    def _repair_rollups(self, client: Any) -> None:
+        """Minutes a kill left short in the rollups (view not atomic with its insert) are re-aggregated
+        from the base tables; a start is when that matters: the killed sink's batch is not retried."""
+        from tocsin.sinks.clickhouse.schema import repair_rollups
+
+        since_us = int((time.time() - ROLLUP_REPAIR_HOURS * 3600) * 1_000_000)
+        try:
+            repaired = repair_rollups(client, self.cfg.clickhouse.database, since_us, self.scfg.cluster)
+        except Exception as exc:  # a report may count short for those minutes; the sink itself is fine
+            log.warning("Rollup repair failed.", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        if any(repaired.values()):
+            log.warning("Rollup minutes counted short were re-aggregated.", extra={"minutes": repaired})
 
     def run(self) -> None:
         while not self.stopping:
@@ -191,6 +219,8 @@ class ClickHouseSink(Component):
         self._drain()
 
     def _release(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._consumer is not None:
@@ -206,7 +236,20 @@ class ClickHouseSink(Component):
 
     # -- the loop ------------------------------------------------------------------
 
+    def _export_lag(self) -> None:
+        if time.monotonic() - self._lag_at < LAG_INTERVAL_S:
+            return
+        self._lag_at = time.monotonic()
+        lag = consumer_lag(self._consumer)
+        group = self.scfg.group_id
+        for topic, partition in self._lag_keys - set(lag):  # moved away at a rebalance
+            LAG.remove(group, topic, str(partition))
+        for (topic, partition), n in lag.items():
+            LAG.labels(group, topic, str(partition)).set(n)
+        self._lag_keys = set(lag)
+
     def _step(self) -> None:
+        self._export_lag()
         fl = self._inflight
         if fl is None:
             timeout_ms = self._poll_timeout_ms()

@@ -272,6 +272,9 @@ class NotifyConfig(ConsumerGroupConfig):
     """Notification routing and receivers (the ``sink-notify`` service)."""
 
     group_id: str = Field("tocsin-sink-notify", description="Kafka consumer group over the alerts topic.")
+    metrics_addr: str | None = Field(
+        None, description="host:port where a standalone sink serves its Prometheus /metrics (none: not served; "
+                          "under `tocsin start all` they are on the API's /metrics too).")
     receivers: list[ReceiverConfig] = Field(default_factory=list, description="Named receivers routes send to.")
     route: RouteConfig = Field(default_factory=RouteConfig, description="The root of the route tree.")
     group_by: list[str] = Field(["service"], description="Root default of route.group_by.")

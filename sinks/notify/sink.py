@@ -44,6 +44,7 @@ from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, StoreError
 from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
 from tocsin.core.heartbeat import WATCHDOG_RULE
 from tocsin.schemas.codec import default_codec
+from tocsin.sinks import metrics as sink_metrics
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
 from tocsin.sinks.notify.delivery import Attempt, Job, ReceiverWorker, RetryPolicy, TokenBucket
 from tocsin.sinks.notify.log import LogRow, NotificationLog
@@ -166,6 +167,10 @@ class NotifySink(Component):
         self._loop_idle = threading.Event()
         self._loop_idle.set()
         self._loop_thread: threading.Thread | None = None
+        self._collector = NotifyCollector(self)
+        self._metrics_server: sink_metrics.MetricsServer | None = None
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_at = 0.0
         self.watchdog_seen_at: float | None = None  # monotonic; when the last Watchdog beat arrived
 
     # ------------------------------------------------------------------ lifecycle
@@ -207,6 +212,10 @@ class NotifySink(Component):
         # assignment until the next metadata refresh (metadata.max.age.ms, five minutes).
         _wait_for_topic(self._consumer, topics.alerts)
         self._consumer.subscribe([topics.alerts], listener=self._rebalance)
+        sink_metrics.register(self._collector)
+        if self.ncfg.metrics_addr:
+            self._metrics_server = sink_metrics.MetricsServer(self.ncfg.metrics_addr)
+            self._metrics_server.start()
         if self.cfg.summary.enabled and self.cfg.monitoring_summary_recipients:
             from tocsin.sinks.notify.summary import SummaryScheduler
 
@@ -261,6 +270,9 @@ class NotifySink(Component):
         # close() may come from another thread (a signal handler's stop, a test): let the loop finish its turn.
         if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
             self._loop_idle.wait(LOOP_EXIT_TIMEOUT_S)
+        sink_metrics.unregister(self._collector)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         for worker in self.workers.values():
             worker.stop()
         if self._summary is not None:
@@ -595,6 +607,9 @@ class NotifySink(Component):
             self._paused = False
 
     def _housekeeping(self, now: float) -> None:
+        if time.monotonic() - self._lag_at > sink_metrics.LAG_INTERVAL_S:
+            self._lag_at = time.monotonic()
+            self._lag = sink_metrics.consumer_lag(self._consumer)
         if now - self._last_prune > PRUNE_INTERVAL_S:
             self.router.silences.prune(int(now * 1e6))
             self._last_prune = now
@@ -616,7 +631,8 @@ class NotifySink(Component):
 
 
 class NotifyCollector:
-    """Prometheus collector of a sink's counters; register it on the registry that serves /metrics.
+    """Prometheus collector of one notify sink (``tocsin_sink_notify_*``); the sink registers it on the
+    default registry while it runs (see ``sinks/metrics.py``).
 
     >>> registry.register(NotifyCollector(sink))   # doctest: +SKIP
     """
@@ -627,32 +643,45 @@ class NotifyCollector:
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        prefix = "tocsin_sink_notify"
         stats = self.sink.stats()
         per = stats["receivers"]
-        deliveries = CounterMetricFamily("tocsin_notify_deliveries", "Notifications finally sent or failed.",
+        deliveries = CounterMetricFamily(f"{prefix}_deliveries", "Notifications finally sent or failed.",
                                          labels=["receiver", "outcome"])
-        attempts = CounterMetricFamily("tocsin_notify_attempts", "Delivery attempts, retries included.",
+        attempts = CounterMetricFamily(f"{prefix}_attempts", "Delivery attempts, retries included.",
                                        labels=["receiver"])
-        queued = GaugeMetricFamily("tocsin_notify_queued", "Notifications waiting for their receiver.",
+        retries = CounterMetricFamily(f"{prefix}_retries", "Delivery attempts after a notification's first.",
+                                      labels=["receiver"])
+        queued = GaugeMetricFamily(f"{prefix}_queued", "Notifications waiting for their receiver.",
                                    labels=["receiver"])
         for name, r in sorted(per.items()):
             deliveries.add_metric([name, "sent"], r["sent"])
             deliveries.add_metric([name, "failed"], r["failed"])
             attempts.add_metric([name], r["attempts"])
+            # Every notification's first attempt is not a retry; one in flight has had at least one.
+            retries.add_metric([name], max(0, r["attempts"] - r["sent"] - r["failed"] - r["queued"]))
             queued.add_metric([name], r["queued"])
-        transitions = CounterMetricFamily("tocsin_notify_transitions", "Alert transitions consumed, by decision.",
+        transitions = CounterMetricFamily(f"{prefix}_transitions", "Alert transitions consumed, by decision.",
                                           labels=["decision"])
         for decision in ("transitions", "silenced", "inhibited", "muted", "already_sent", "dropped", "deadlettered"):
             transitions.add_metric([decision], stats.get(decision, 0))
-        failures = CounterMetricFamily("tocsin_notify_template_failures",
+        dedup = CounterMetricFamily(f"{prefix}_dedup_hits", "(transition, receiver) pairs the notification log "
+                                    "showed as sent already (read again after a restart or rebalance), not resent.",
+                                    value=stats.get("already_sent", 0))
+        failures = CounterMetricFamily(f"{prefix}_template_failures",
                                        "Templates that failed to render (a fallback rendered instead).",
                                        labels=["template"])
         for key, n in sorted(self.sink.renderer.failures.items()):
             failures.add_metric([key], n)
-        unsettled = GaugeMetricFamily("tocsin_notify_unsettled_transitions",
+        unsettled = GaugeMetricFamily(f"{prefix}_unsettled_transitions",
                                       "Transitions not yet decided for every receiver (offsets uncommitted).",
                                       value=stats["unsettled"])
-        yield from (deliveries, attempts, queued, transitions, failures, unsettled)
+        lag = GaugeMetricFamily(f"{prefix}_consumer_lag_messages",
+                                "Messages between the sink's position and the log end, per group and partition.",
+                                labels=["group", "topic", "partition"])
+        for (topic, partition), n in sorted(self.sink._lag.items()):
+            lag.add_metric([self.sink.ncfg.group_id, topic, str(partition)], n)
+        yield from (deliveries, attempts, retries, queued, transitions, dedup, failures, unsettled, lag)
 
 
 def _wait_for_topic(consumer: Any, topic: str, timeout_s: float = TOPIC_WAIT_S) -> set[int]:

@@ -201,8 +201,8 @@ def test_sigkill_three_times_and_a_30s_outage_store_every_event_once(kafka_boots
         " (SELECT uniqExact(event_id) FROM {db}.metrics WHERE service != 'tocsin'),"
         " (SELECT count() FROM {db}.health_checks), (SELECT uniqExact(event_id) FROM {db}.health_checks),"
         " (SELECT count() FROM {db}.alerts), (SELECT uniqExact(event_id) FROM {db}.alerts),"
-        " (SELECT sum(events) FROM {db}.log_counts_1m),"
-        " (SELECT sum(samples) FROM {db}.metrics_1m WHERE service != 'tocsin')"
+        " (SELECT uniqExactMerge(events) FROM {db}.log_counts_1m),"
+        " (SELECT uniqExactMerge(samples) FROM {db}.metrics_1m WHERE service != 'tocsin')"
     ).format(db=f"`{cfg.clickhouse.database}`")
     out = subprocess.run(
         [sys.executable, "-m", "tocsin", "-c", str(config_path), "query", sql, "--format", "json"],

@@ -75,7 +75,8 @@ def _start(config: Path, store: Path, log: Path) -> subprocess.Popen:
 
 def _store_contents(config: Path, store: Path, db: str) -> tuple[set[str], int, int]:
     """(event ids in logs, rows the rollup counted, uniqExact event ids) of one member's store."""
-    sql = (f"SELECT (SELECT groupArray(event_id) FROM `{db}`.logs), (SELECT sum(events) FROM `{db}`.log_counts_1m),"
+    sql = (f"SELECT (SELECT groupArray(event_id) FROM `{db}`.logs),"
+           f" (SELECT uniqExactMerge(events) FROM `{db}`.log_counts_1m),"
            f" (SELECT uniqExact(event_id) FROM `{db}`.logs)")
     env = {**os.environ, "CLICKHOUSE_URL": f"chdb://{store}"}
     env.pop("TOCSIN_CONFIG", None)

@@ -98,8 +98,9 @@ def test_component_contract_build_connects_nothing_close_twice_step_once(notify_
         registry.register(NotifyCollector(started))
         text = generate_latest(registry).decode()
     started.close()
-    for line in ('tocsin_notify_deliveries_total{outcome="sent",receiver="hook"} 0.0',
-                 'tocsin_notify_attempts_total{receiver="hook"} 0.0', 'tocsin_notify_queued{receiver="hook"} 0.0',
-                 'tocsin_notify_transitions_total{decision="silenced"} 0.0',
-                 "tocsin_notify_unsettled_transitions 0.0"):
+    for line in ('tocsin_sink_notify_deliveries_total{outcome="sent",receiver="hook"} 0.0',
+                 'tocsin_sink_notify_attempts_total{receiver="hook"} 0.0',
+                 'tocsin_sink_notify_queued{receiver="hook"} 0.0',
+                 'tocsin_sink_notify_transitions_total{decision="silenced"} 0.0',
+                 "tocsin_sink_notify_unsettled_transitions 0.0"):
         assert line in text
