@@ -38,7 +38,7 @@ Positions = dict[tuple[str, int], tuple[int, int]]
 class Record:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
     future: Any = None
 
@@ -76,7 +76,8 @@ class Outbox:
             self.queue.append(Record(topic, key, value))
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        """A dead letter (or a patterns record; None is a tombstone): sent now (order does not matter), confirmed with the next checkpoint."""
+        """A dead letter (or a patterns record; None is a tombstone): sent now (order does not matter),
+        confirmed with the next checkpoint."""
         with self._lock:
             self.open.append(self._send(Record(topic, key, value, headers)))
 
