@@ -39,9 +39,9 @@ from typing import Any
 
 from tocsin.core.events import iso, now_us
 from tocsin.core.patterns import MESSAGE_MAX_CHARS, normalize_message, pattern_id
-from tocsin.processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
+from tocsin.processors.alerts import RESOLVED, AlertTracker, Transition, fingerprint_of
 from tocsin.processors.patterns import PatternMemory
-from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, KEEP, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
+from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, KEEP, NONE, WARNING, Rule, RuleSet
 from tocsin.processors.windows import SlidingWindow
 
 MAX_ABS_VALUE = 1e15
@@ -788,29 +788,6 @@ from tocsin.processors.rules import parse_rules
                 now = self._value(s, ps.clock) if ps.clock >= 0 else None
                 out.append({**tr.record, "value": now if now is not None else tr.record.get("value")})
         return out
-
-    def open_alerts(self) -> list[dict[str, Any]]:
-        out = []
-        for ps, s in list(self.by_fingerprint.values()):
-            tr = s.tracker
-            if tr is None or tr.state not in (PENDING, FIRING):
-                continue
-            out.append({
-                "alert_id": tr.alert_id, "fingerprint": tr.fingerprint, "rule": s.rule.name,
-                "state": tr.state, "severity": SEVERITY_NAMES[tr.severity], "value": tr.value,
-                "threshold": tr.threshold, "labels": self._labels(s), "started_at": tr.started_at,
-                "since": tr.ts, "partition": f"{ps.topic}:{ps.partition}",
-            })
-        return sorted(out, key=lambda a: (a["severity"] != "critical", a["started_at"]))
-
-    def service_summary(self, at_us: int | None = None) -> dict[str, dict[str, float | None]]:
-        """Per service: errors per minute and p95 api_response_time over the last hour of event time."""
-        t = at_us if at_us is not None else max((p.clock for p in self.partitions.values()), default=now_us())
-        return {
-            svc: {"error_rate_per_min_1h": st.errors.count(t) / 60.0,
-                  "p95_latency_ms_1h": st.latency.quantile(0.95, t)}
-            for svc, st in self.service_stats.items()
-        }
 
     def clock(self) -> int:
         """The newest event time of any partition (the "now" of summaries)."""

@@ -228,10 +228,6 @@ class RuleSpec(StrictModel):
         return out
 
 
-class RuleFile(StrictModel):
-    rules: list[RuleSpec]
-
-
 # --- compiled form --------------------------------------------------------------------------------
 
 Getter = Callable[[Mapping[str, Any]], str]
@@ -575,9 +571,6 @@ class RuleSet:
         # Wildcard metric rules also see named metrics: append them to every named list.
         for lst in self.by_metric.values():
             lst.extend(self.any_metric)
-
-    def for_metric(self, name: str) -> list[Rule]:
-        return self.by_metric.get(name, self.any_metric)
 
     @property
     def horizon_us(self) -> int:

@@ -124,14 +124,7 @@ def fast_path_supported() -> bool:
                                  "KafkaProducer.send()")
 
 
-def has_native_crc32c() -> bool:
-    """True when kafka-python checksums batches with the C ``crc32c`` module."""
-    try:
-        from kafka.record import util
 
-        return getattr(util, "crc32c_c", None) is not None
-    except ImportError:  # pragma: no cover
-        return False
 
 
 def batch_failure(future: Any) -> BaseException | None:

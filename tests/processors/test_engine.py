@@ -230,19 +230,6 @@ def test_idle_series_are_forgotten_so_memory_follows_live_series():
     assert ps.series_count() == 1
 
 
-def test_service_summary_reports_error_rate_and_p95_latency():
-    eng = engine(rules(LATENCY, ERRORS))
-    m = eng.add_partition("metrics", 0, "metrics")
-    lg = eng.add_partition("logs", 0, "logs")
-    for i in range(1000):
-        eng.ingest(m, "metrics", metric(T0 + i * 10_000, 100 if i % 10 else 1000))
-    for i in range(120):
-        eng.ingest(lg, "logs", log(T0 + i * 50_000))
-    summary = eng.service_summary(T0 + 10 * S)["shop"]
-    assert summary["error_rate_per_min_1h"] == pytest.approx(2.0)
-    assert summary["p95_latency_ms_1h"] == pytest.approx(1000, rel=0.01)
-
-
 def test_the_default_rules_run_on_a_mixed_stream():
     eng = engine(load_rules())
     m = eng.add_partition("metrics", 0, "metrics")

@@ -43,7 +43,7 @@ def test_default_resolves_when_the_window_empties():
 def test_keep_holds_the_alert_while_no_data_comes_and_resolves_on_clear_data():
     eng, ps, out = _run("keep", [(0, 10, 90)], 120)
     assert states(out) == [("inactive", FIRING, "warning")]
-    assert len(eng.open_alerts()) == 1
+    assert len(eng.open_records()) == 1
     for t in range(120, 130):  # the exporter is back, and the value is fine
         eng.ingest(ps, "metrics", metric(T0 + t * S, 10, "cpu_usage"))
     assert states(eng.take_transitions()) == [(FIRING, RESOLVED, "none")]

@@ -60,7 +60,7 @@ def test_unchanged_rules_keep_their_alert_and_a_removed_rule_resolves_with_a_rea
     assert out[0].resolved_by == "reload" and "removed" in out[0].annotations["reason"]
     _feed(eng, ps, wall, 15, 40, cpu_usage=90, mem_usage=90)
     assert eng.take_transitions() == []  # cpu goes on firing in the same incident; mem is gone
-    assert [a["alert_id"] for a in eng.open_alerts()] == [cpu_alert]
+    assert [a["alert_id"] for a in eng.open_records()] == [cpu_alert]
     _feed(eng, ps, wall, 40, 70, cpu_usage=10)  # mem stops: the kept absence rule still knows its groups
     got = eng.take_transitions()
     assert sorted((t.rule, t.state) for t in got) == [("cpu", RESOLVED), ("silent", FIRING)]
@@ -74,7 +74,7 @@ def test_a_changed_threshold_carries_the_open_alert_and_judges_after_one_window(
     assert summary["changed"] == ["cpu"]
     _feed(eng, ps, wall, 15, 24, cpu_usage=90)
     assert eng.take_transitions() == []  # less than a window since the reload: no verdict, still open
-    assert eng.open_alerts()[0]["alert_id"] == fired.alert_id
+    assert eng.open_records()[0]["alert_id"] == fired.alert_id
     _feed(eng, ps, wall, 24, 40, cpu_usage=90)
     [resolved] = eng.take_transitions()  # 90 is under the new warning: the same incident resolves
     assert resolved.alert_id == fired.alert_id and resolved.state == RESOLVED and resolved.resolved_by == "auto"
