@@ -30,8 +30,9 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 
+from tocsin.producers.logship.checkpoints import FileState
 from tocsin.producers.logship.discovery import Source
-from tocsin.producers.logship.identity import FileKey, is_regular
+from tocsin.producers.logship.identity import FileKey, fingerprint, is_regular
 
 log = logging.getLogger("tocsin.logship")
 
@@ -88,3 +89,17 @@ def decompress(path: str, max_bytes: int) -> int:
             return os.dup(out.fileno())  # the temporary file lives on through this descriptor only
     except (OSError, EOFError, zlib.error) as exc:  # not gzip, truncated, unreadable
         raise UnreadableError(f"cannot decompress: {type(exc).__name__}: {exc}") from exc
+
+
+def origin(fd: int, states: list[FileState]) -> FileState | None:
+    """The first of ``states`` whose fingerprint this (decompressed) file starts with: the file it came from."""
+    prints: dict[int, str | None] = {}
+    for state in states:
+        if not state.fp_len or not state.fp:
+            continue
+        if state.fp_len not in prints:
+            fp, got = fingerprint(fd, state.fp_len)
+            prints[state.fp_len] = fp if got == state.fp_len else None
+        if prints[state.fp_len] == state.fp:
+            return state
+    return None

@@ -400,7 +400,7 @@ class LogShipper(Component):
                                              done=True)
                 self._dirty = True
                 continue
-            origin = self._gz_origin(fd)
+            origin = compressed.origin(fd, [t.state for t in self.tailers.values()] + list(self._known.values()))
             reading = self.tailers.get(origin.key) if origin is not None else None
             if reading is not None and reading.state is origin and not origin.done:
                 os.close(fd)  # the plain file is still being read to its end: look again at the next scan
@@ -428,19 +428,6 @@ class LogShipper(Component):
             self._dirty = True
             log.info("Reading a rotated .gz file once.", extra={"path": path, "offset": state.offset,
                                                                 "resumes": origin.path if origin else None})
-
-    def _gz_origin(self, fd: int) -> FileState | None:
-        """The checkpoint of the file whose content this decompressed file starts with, if any."""
-        prints: dict[int, str | None] = {}
-        for state in [t.state for t in self.tailers.values()] + list(self._known.values()):
-            if not state.fp_len or not state.fp:
-                continue
-            if state.fp_len not in prints:
-                fp, got = identity.fingerprint(fd, state.fp_len)
-                prints[state.fp_len] = fp if got == state.fp_len else None
-            if prints[state.fp_len] == state.fp:
-                return state
-        return None
 
     # -- reading and sending ----------------------------------------------
 
