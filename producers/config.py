@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tocsin.core.config import StrictModel, Wiring
 from tocsin.producers.inputs.config import OtlpConfig, ScrapeConfig, SyslogConfig
@@ -77,18 +77,68 @@ class RedactConfig(StrictModel):
         return v
 
 
+def _re2_list(patterns: list[str]) -> list[str]:
+    import re2
+
+    for i, v in enumerate(patterns):
+        try:
+            re2.compile(v)
+        except re2.error as exc:
+            raise ValueError(f"[{i}] {v!r} is not an RE2 regex ({exc}); RE2 has no backreferences or lookaround"
+                             ) from None
+    return patterns
+
+
+class ShapeConfig(StrictModel):
+    """What of an input is sent: keep or drop by level, logger or message; sample (tocsin.producers.shape)."""
+
+    keep_levels: list[str] = Field(default_factory=list, description="Only these levels are sent (empty: all).")
+    drop_levels: list[str] = Field(default_factory=list, description="These levels are not sent (`[DEBUG]`).")
+    keep_loggers: list[str] = Field(default_factory=list, description="Only these loggers and their children.")
+    drop_loggers: list[str] = Field(default_factory=list, description="Not these loggers or their children.")
+    keep_regex: list[str] = Field(default_factory=list, description="Only messages matching one (RE2).")
+    drop_regex: list[str] = Field(default_factory=list, description="Not messages matching one (RE2).")
+    sample_1_in: int = Field(1, ge=1, description="Send one record in N (by event_id hash); 1 sends all.")
+    sample_errors: bool = Field(False, description="Sample errors too; by default every error is sent.")
+
+    @field_validator("keep_regex", "drop_regex")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        return _re2_list(v)
+
+
+class MultilineConfig(StrictModel):
+    """The site's own multiline rule: exactly one of a start or a continuation pattern (RE2, at line start)."""
+
+    start: str | None = Field(None, description="A line matching this begins a record; others continue it.")
+    continuation: str | None = Field(None, description="A line matching this continues the previous one.")
+
+    @model_validator(mode="after")
+    def _one(self) -> MultilineConfig:
+        if (self.start is None) == (self.continuation is None):
+            raise ValueError("give exactly one of start and continuation")
+        _re2_list([self.start or self.continuation or ""])
+        return self
+
+
 class LogInputConfig(StrictModel):
     """One group of files to tail, all of one service and one format."""
 
     paths: list[str] = Field(min_length=1, description="Files or glob patterns (`/var/log/app/*.log`).")
     service: str = Field(min_length=1, description="Service name: the Kafka key and the events' `service`.")
     parser: str = Field("json", description="json, nginx (combined, optional request time), text, or regex:PATTERN.")
-    multiline: bool = Field(True, description="Join Python tracebacks and Java stack traces to their line.")
+    multiline: bool | MultilineConfig = Field(
+        True, description="Join Python tracebacks and Java stack traces to their line; or {start|continuation: RE2}."
+    )
     exclude: list[str] = Field(
         default_factory=lambda: ["*.gz", "*.bz2", "*.xz", "*.zst", "*.zip"],
         description="File-name globs never tailed (compressed rotations are binary).",
     )
     redact: RedactConfig = Field(default_factory=RedactConfig, description="What is redacted before sending.")
+    shape: ShapeConfig = Field(default_factory=ShapeConfig, description="What is sent: filters and sampling.")
+    read_gz: bool = Field(
+        False, description="Read rotated `.gz` files of these paths once when they appear (logrotate `compress`)."
+    )
 
     @field_validator("parser")
     @classmethod
@@ -140,6 +190,9 @@ class LogShipConfig(StrictModel):
     )
     backoff_initial_s: float = Field(0.5, gt=0, description="First wait after a failed delivery.")
     backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between delivery retries.")
+    max_gz_bytes: int = Field(
+        4 << 30, ge=MIB, description="A rotated `.gz` larger than this decompressed is refused (a bomb), not read."
+    )
 
 
 class ProcessWatchConfig(StrictModel):

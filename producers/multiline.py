@@ -172,3 +172,76 @@ class MultilineJoiner:
         self._more = None
         self._start = -1
         self._in_traceback = False
+
+
+class PatternJoiner:
+    """Joins lines by the site's own rules: a ``start`` pattern begins a record, or a ``continuation`` one
+    continues the previous line (Vector's ``halt_before`` and ``continue_through`` modes, one pattern each).
+
+    Patterns are RE2 (linear time) and match at the start of the line. Same interface, limits and
+    ``splits`` counter as ``MultilineJoiner``.
+    """
+
+    def __init__(self, start: str | None = None, continuation: str | None = None, max_lines: int = 500,
+                 max_bytes: int = 1 << 20) -> None:
+        import re2
+
+        if (start is None) == (continuation is None):
+            raise ValueError("give exactly one of start and continuation")
+        self._start_re = re2.compile(start.encode()) if start is not None else None
+        self._cont_re = re2.compile(continuation.encode()) if continuation is not None else None
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self._lines: list[bytes] = []
+        self._first = -1
+        self._end = 0
+        self._bytes = 0
+        self.splits = 0
+
+    def open_start(self) -> int | None:
+        return self._first if self._first >= 0 else None
+
+    def feed(self, line: bytes, start: int, end: int, out: list[Record]) -> None:
+        if self._first < 0:
+            if line:
+                self._begin(line, start, end)
+            return
+        if self._start_re is not None:
+            begins = self._start_re.match(line) is not None
+        else:
+            begins = self._cont_re.match(line) is None  # type: ignore[union-attr]
+        if begins:
+            self._emit(out)
+            if line:
+                self._begin(line, start, end)
+            return
+        if len(self._lines) >= self.max_lines or self._bytes + len(line) + 1 > self.max_bytes:
+            self.splits += 1
+            self._emit(out)
+            self._begin(line, start, end)
+            return
+        self._lines.append(line)
+        self._end = end
+        self._bytes += len(line) + 1
+
+    def flush(self, out: list[Record]) -> None:
+        self._emit(out)
+
+    def reset(self) -> None:
+        self._lines = []
+        self._first = -1
+        self._bytes = 0
+
+    def _begin(self, line: bytes, start: int, end: int) -> None:
+        self._lines = [line]
+        self._first = start
+        self._end = end
+        self._bytes = len(line)
+
+    def _emit(self, out: list[Record]) -> None:
+        if self._first < 0:
+            return
+        lines = self._lines
+        out.append((lines[0] if len(lines) == 1 else b"\n".join(lines), self._first, self._end, len(lines)))
+        self._lines = []
+        self._first = -1

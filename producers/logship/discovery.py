@@ -22,17 +22,19 @@ from tocsin.producers.config import LogInputConfig
 from tocsin.producers.logship.identity import FileKey, find_inode, is_regular
 from tocsin.producers.parsers import Parser
 from tocsin.producers.redact import Redactor
+from tocsin.producers.shape import Shaper
 
 
 @dataclass
 class Source:
-    """One configured input: patterns, service, and the parser and redactor its files share."""
+    """One configured input: patterns, service, and the parser, redactor and shaper its files share."""
 
     cfg: LogInputConfig
     parser: Parser
     key: bytes
     encode: Callable[[dict[str, Any]], bytes]
     redactor: Redactor | None = None
+    shaper: Shaper | None = None
 
     @property
     def service(self) -> str:

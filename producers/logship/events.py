@@ -2,7 +2,8 @@
 
 A record's event_id is its file generation's prefix plus its start offset in
 hex, so the same line read again (after a rewind or a crash) has the same id.
-The input's redactor (``tocsin.producers.redact``) rewrites the parsed
+The input's shaper (``tocsin.producers.shape``) decides which parsed records
+are sent at all; its redactor (``tocsin.producers.redact``) rewrites the parsed
 message and attributes before anything is encoded, so nothing it matches
 leaves the host. An event larger than ``max_event_bytes`` has its message (then its attrs) cut
 and is marked ``truncated``, so the broker never refuses it as too large.
@@ -32,17 +33,22 @@ def encode_records(t: Tailer, records: list[Record], max_event: int, encode_metr
     truncated = t.truncated
     emits_metrics = source.parser.emits_metrics
     redact = source.redactor.record if source.redactor is not None else None
+    keep = source.shaper.keep if source.shaper is not None else None
     read_ts = now_us()
     values: list[bytes] = []
     metric_values: list[bytes] = []
     append = values.append
     for data, start, _end, nlines in records:
         rec = parse(data)
+        event_id = f"{prefix}{start:x}"
+        if keep is not None and not keep(rec, event_id):
+            truncated.pop(start, None)
+            continue  # read and acknowledged with its neighbours, never sent
         if redact is not None:
             redact(rec)
         if rec["ts"] is None:
             rec["ts"] = read_ts
-        rec["event_id"] = f"{prefix}{start:x}"
+        rec["event_id"] = event_id
         rec["service"] = service
         rec["host"] = HOSTNAME
         if truncated and start in truncated:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tocsin.producers.logship.checkpoints import FileState
 from tocsin.producers.logship.discovery import Source
 from tocsin.producers.logship.stats import ShipStats
-from tocsin.producers.multiline import MultilineJoiner, Record
+from tocsin.producers.multiline import MultilineJoiner, PatternJoiner, Record
 
 if TYPE_CHECKING:
     from tocsin.producers.logship.acks import Chunk
@@ -51,7 +51,7 @@ class Tailer:
     deleted: bool = False
     truncation: bool = False
     target: int | None = None
-    joiner: MultilineJoiner | None = None
+    joiner: MultilineJoiner | PatternJoiner | None = None
     replaced: FileState | None = None
     """The checkpoint this inode had before its content changed while the shipper was down."""
 

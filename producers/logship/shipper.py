@@ -45,9 +45,9 @@ from tocsin.core.component import Component
 from tocsin.core.errors import KafkaError
 from tocsin.core.events import HOSTNAME, METRIC_EVENT
 from tocsin.producers.avrofast import FastavroEncoder, log_event_encoder
-from tocsin.producers.config import AgentSettings, LogInputConfig, LogShipConfig
+from tocsin.producers.config import AgentSettings, LogInputConfig, LogShipConfig, MultilineConfig
 from tocsin.producers.kafkasend import RecordSender
-from tocsin.producers.logship import discovery, identity, reader
+from tocsin.producers.logship import compressed, discovery, identity, reader
 from tocsin.producers.logship.acks import AckTracker
 from tocsin.producers.logship.checkpoints import FileState, StateStore, retained
 from tocsin.producers.logship.discovery import FileChange, Source
@@ -55,9 +55,10 @@ from tocsin.producers.logship.events import encode_records
 from tocsin.producers.logship.identity import FileKey
 from tocsin.producers.logship.reader import Tailer
 from tocsin.producers.logship.stats import ShipStats
-from tocsin.producers.multiline import MultilineJoiner, Record
+from tocsin.producers.multiline import MultilineJoiner, PatternJoiner, Record
 from tocsin.producers.parsers import make_parser
 from tocsin.producers.redact import Redactor
+from tocsin.producers.shape import Shaper
 
 log = logging.getLogger("tocsin.logship")
 
@@ -82,6 +83,11 @@ _MISSED_ROTATION_MARGIN_S = 5.0
 def _redactor(cfg: LogInputConfig) -> Redactor | None:
     redactor = Redactor(cfg.redact)
     return redactor if redactor.active else None
+
+
+def _shaper(cfg: LogInputConfig) -> Shaper | None:
+    shaper = Shaper(cfg.shape)
+    return shaper if shaper.active else None
 
 
 class LogShipper(Component):
@@ -110,7 +116,7 @@ class LogShipper(Component):
         self.metrics_topic = cfg.kafka.topics.metrics
         self.stats = ShipStats()
         self.sources = [Source(i, make_parser(i.parser), i.service.encode(), log_event_encoder(i.service, HOSTNAME),
-                               _redactor(i)) for i in self.inputs]
+                               _redactor(i), _shaper(i)) for i in self.inputs]
         self.tailers: dict[FileKey, Tailer] = {}
         self._known: dict[FileKey, FileState] = {}
         self._producer: Any = None
@@ -207,10 +213,13 @@ class LogShipper(Component):
         out["multiline_splits"] = sum(t.joiner.splits for t in self.tailers.values() if t.joiner)
         out["files"] = len(self.tailers)
         out["inflight_bytes"] = self._inflight
-        for source in self.sources:  # replacements per pattern, over every input
+        for source in self.sources:  # replacements per pattern and records shaped out, over every input
             if source.redactor is not None:
                 for name, n in source.redactor.counts.items():
                     out[f"redacted_{name}"] = out.get(f"redacted_{name}", 0) + n
+            if source.shaper is not None:
+                for reason, n in source.shaper.counts.items():
+                    out[reason] = out.get(reason, 0) + n
         return out
 
     # -- connection and backoff -------------------------------------------
@@ -244,6 +253,7 @@ class LogShipper(Component):
         for source, path, key, size in discovery.scan(self.sources):
             seen.add(key)
             self._discover(source, path, key, size)
+        self._discover_gz()
         if self._first_scan:
             self._first_scan = False
             self._recover_rotated(seen)
@@ -306,12 +316,19 @@ class LogShipper(Component):
             state.path, state.seen = path, time.time()
         t = Tailer(state=state, source=source, fd=fd, read_pos=state.offset, rotated=rotated,
                    last_data=time.monotonic(), replaced=replaced)
-        if source.cfg.multiline:
-            t.joiner = MultilineJoiner(self.settings.max_multiline_lines, self.settings.max_line_bytes)
+        self._add_joiner(t)
         if st.st_size < state.offset:
             t.truncation = True
         self.stats.files_opened += 1
         return t
+
+    def _add_joiner(self, t: Tailer) -> None:
+        ml = t.source.cfg.multiline
+        if isinstance(ml, MultilineConfig):
+            t.joiner = PatternJoiner(ml.start, ml.continuation, self.settings.max_multiline_lines,
+                                     self.settings.max_line_bytes)
+        elif ml:
+            t.joiner = MultilineJoiner(self.settings.max_multiline_lines, self.settings.max_line_bytes)
 
     def _open(self, t: Tailer, path: str) -> None:
         fresh = self._new_tailer(t.source, path, (t.state.dev, t.state.ino), t.state)
@@ -362,6 +379,55 @@ class LogShipper(Component):
             self.stats.rotations += 1
             self._dirty = True
             log.info("Shipping a file rotated away while the shipper was down.", extra={"path": path})
+
+    def _discover_gz(self) -> None:
+        """Rotated ``.gz`` files not seen before: read once, resuming the file they were compressed from."""
+        threshold = ((self.store.written_at or 0.0) - self.settings.scan_interval_s - _MISSED_ROTATION_MARGIN_S
+                     if self.store.written_at is not None else None)
+        for source, path, key, mtime in compressed.rotations(self.sources):
+            known = self._known.get(key)
+            if key in self.tailers:
+                continue
+            if known is not None and known.path == path:
+                known.seen = time.time()  # read (or refused) once: remembered while it exists
+                continue
+            try:
+                fd = compressed.decompress(path, self.settings.max_gz_bytes)
+            except compressed.UnreadableError as exc:
+                self.stats.gz_refused += 1
+                log.warning("Rotated .gz file not read.", extra={"path": path, "error": str(exc)})
+                self._known[key] = FileState(key[0], key[1], "", 0, 0, "", 0, path, source.service, time.time(),
+                                             done=True)
+                self._dirty = True
+                continue
+            origin = compressed.origin(fd, [t.state for t in self.tailers.values()] + list(self._known.values()))
+            reading = self.tailers.get(origin.key) if origin is not None else None
+            if reading is not None and reading.state is origin and not origin.done:
+                os.close(fd)  # the plain file is still being read to its end: look again at the next scan
+                continue
+            if origin is None and (threshold is None or mtime < threshold):
+                # Unknown content from before this shipper's time (or its first start): not ours to ship.
+                os.close(fd)
+                self._known[key] = FileState(key[0], key[1], "", 0, 0, "", 0, path, source.service, time.time(),
+                                             done=True)
+                self._dirty = True
+                continue
+            size = os.fstat(fd).st_size
+            if origin is not None:
+                state = FileState(key[0], key[1], origin.fp, origin.fp_len, origin.gen, origin.id,
+                                  min(origin.offset, size), path, source.service, time.time())
+            else:
+                fp, got = identity.fingerprint(fd, self.settings.fingerprint_bytes)
+                state = identity.new_state(key, fp, got, 0, path, source.service, time.time())
+            t = Tailer(state=state, source=source, fd=fd, read_pos=state.offset, rotated=True,
+                       last_data=time.monotonic(), target=size)
+            self._add_joiner(t)
+            self.tailers[key] = t
+            self.stats.gz_files += 1
+            self.stats.files_opened += 1
+            self._dirty = True
+            log.info("Reading a rotated .gz file once.", extra={"path": path, "offset": state.offset,
+                                                                "resumes": origin.path if origin else None})
 
     # -- reading and sending ----------------------------------------------
 

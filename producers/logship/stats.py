@@ -25,3 +25,5 @@ class ShipStats:
     delivery_failures: int = 0
     rewinds: int = 0
     connect_failures: int = 0
+    gz_files: int = 0
+    gz_refused: int = 0
