@@ -22,8 +22,7 @@ from tocsin.core import kafka as kafka_api
 from tocsin.core.clickhouse import connect
 from tocsin.core.events import LOG_EVENT, now_us
 from tocsin.schemas.codec import default_codec
-from tocsin.sinks.clickhouse.schema import migrate
-from tocsin.sinks.clickhouse.sink import ClickHouseSink
+from tocsin.sinks.clickhouse import ClickHouseSink, migrate
 
 DESCRIPTION = "Kafka -> ClickHouse log events: sink vs direct insert (a) vs consume+decode (b)"
 RATIOS = {

@@ -33,6 +33,24 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _lazy_exports() -> dict[str, dict[str, str]]:
+    """Packages whose ``__init__`` resolves names on first use (PEP 562): ``{package: {name: module}}``."""
+    out = {}
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            if isinstance(node, ast.Assign) and "_EXPORTS" in targets and isinstance(node.value, ast.Dict):
+                pairs = zip(node.value.keys, node.value.values, strict=True)
+                out[name] = {k.value: f"{name}.{v.value}" for k, v in pairs
+                             if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)}
+    return out
+
+
+LAZY = _lazy_exports()
+
+
 def _type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
@@ -58,6 +76,7 @@ def _imports(path: Path, name: str) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             subs = {f"{base}.{a.name}" for a in node.names} & MODULES.keys()
             found.update(subs)
+            found.update(LAZY[base][a.name] for a in node.names if a.name in LAZY.get(base, {}))
             if len(subs) < len(node.names):  # names defined in ``base`` itself
                 found.add(base)
         for child in ast.iter_child_nodes(node):
@@ -126,3 +145,14 @@ def test_no_import_cycle():
 def test_the_graph_sees_the_modules():
     assert "tocsin.producers.agent" in MODULES and "tocsin.sinks.notify.sink" in MODULES
     assert "tocsin.core.kafka" in GRAPH["tocsin.processors.service"]
+
+
+def test_package_exports_resolve_and_are_listed():
+    import importlib
+
+    assert LAZY, "no package facade found"
+    for package, names in LAZY.items():
+        mod = importlib.import_module(package)
+        assert sorted(mod.__all__) == sorted(names), package
+        for name, module in names.items():
+            assert getattr(mod, name) is getattr(importlib.import_module(module), name), (package, name)

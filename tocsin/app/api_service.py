@@ -36,7 +36,7 @@ class ApiServer(Component):
         routers = []
         if self.store_api:
             from tocsin.core.clickhouse import connect
-            from tocsin.sinks.clickhouse.store_api import store_router
+            from tocsin.sinks.clickhouse import store_router
 
             routers.append(store_router(lambda: connect(self.cfg.clickhouse), self.cfg))
         self._view = ProcessorView(self.service)

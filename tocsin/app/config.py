@@ -32,8 +32,8 @@ from tocsin.core.errors import ConfigError
 from tocsin.core.scheduler import JobsConfig
 from tocsin.processors.config import ProcessorConfig
 from tocsin.producers.config import AgentsConfig
-from tocsin.sinks.clickhouse.config import ClickHouseSinkConfig
-from tocsin.sinks.notify.config import NotifyConfig, SummaryConfig
+from tocsin.sinks.clickhouse import ClickHouseSinkConfig
+from tocsin.sinks.notify import NotifyConfig, SummaryConfig
 
 __all__ = ["ApiConfig", "ClickHouseConfig", "KafkaConfig", "TocsinConfig", "TopicsConfig", "load_config"]
 

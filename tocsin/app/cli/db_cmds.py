@@ -52,8 +52,7 @@ def db_migrate(
 
     Example: tocsin db migrate --cluster prod --print
     """
-    from tocsin.sinks.clickhouse.schema import migrate, render
-    from tocsin.sinks.clickhouse.store_access import chdb_path, owner_pid
+    from tocsin.sinks.clickhouse import chdb_path, migrate, owner_pid, render
 
     cfg = config_of(ctx)
     cluster = cluster or cfg.sink_clickhouse.cluster
@@ -102,7 +101,7 @@ def query(
 
     Example: tocsin query "SELECT service, count() FROM tocsin.logs GROUP BY service" --format csv
     """
-    from tocsin.sinks.clickhouse.store_access import open_store
+    from tocsin.sinks.clickhouse import open_store
 
     if (sql is None) == (not running and kill is None) or (running and kill is not None):
         raise typer.BadParameter("give one of: SQL, --running, --kill ID")
@@ -155,8 +154,7 @@ def report(
 
     Example: tocsin report --hours 24 --format html --out report.html
     """
-    from tocsin.sinks.clickhouse.reports import render_report
-    from tocsin.sinks.clickhouse.store_access import open_store
+    from tocsin.sinks.clickhouse import open_store, render_report
 
     cfg = config_of(ctx)
     store = open_store(cfg)
@@ -166,7 +164,7 @@ def report(
     finally:
         store.close()
     if email:
-        from tocsin.sinks.notify.summary import send_summary
+        from tocsin.sinks.notify import send_summary
 
         result = send_summary(cfg, doc)
         if result.outcome != "sent":
@@ -190,7 +188,7 @@ def cleanup(
 
     Example: tocsin cleanup --days 30 --dry-run
     """
-    from tocsin.sinks.clickhouse.store_access import open_store
+    from tocsin.sinks.clickhouse import open_store
 
     store = open_store(config_of(ctx))
     try:
@@ -218,7 +216,7 @@ def archive(
 
     Example: tocsin archive --older-than 23 --to weekly
     """
-    from tocsin.sinks.clickhouse.store_access import open_store
+    from tocsin.sinks.clickhouse import open_store
 
     store = open_store(config_of(ctx))
     try:

@@ -28,7 +28,7 @@ def _ad_hoc_receivers(webhook: str | None, slack: str | None, pagerduty: str | N
                       smtp_user: str | None, smtp_password: str | None, timeout_s: float) -> list[Any]:
     from pydantic import TypeAdapter, ValidationError
 
-    from tocsin.sinks.notify.config import ReceiverConfig
+    from tocsin.sinks.notify import ReceiverConfig
 
     specs: list[dict[str, Any]] = []
     common = {"timeout_s": timeout_s}
@@ -86,8 +86,7 @@ def test(
 
     Example: tocsin notify test --receiver ops-mail
     """
-    from tocsin.sinks.notify.delivery import RetryPolicy
-    from tocsin.sinks.notify.sink import send_probe
+    from tocsin.sinks.notify import RetryPolicy, send_probe
 
     cfg = config_of(ctx)
     ad_hoc = _ad_hoc_receivers(webhook, slack, pagerduty, routing_key, alertmanager, smtp, to, smtp_security,
@@ -144,8 +143,7 @@ def silence_add(
     Example: tocsin silence add --matcher service=shop --duration 2h --reason "deploy 4.2"
     Example: tocsin silence add -m service=~"db|cache" -d 4h --start 2026-05-01T22:00+02:00 --reason upgrade
     """
-    from tocsin.sinks.notify.config import MatcherSpec
-    from tocsin.sinks.notify.silences import create_event, parse_duration, parse_start, publish
+    from tocsin.sinks.notify import MatcherSpec, create_event, parse_duration, parse_start, publish
 
     cfg = config_of(ctx)
     try:
@@ -170,7 +168,7 @@ def silence_expire(
     Example: tocsin silence expire 3f2a9c1b0d4e
     """
     from tocsin.core.events import now_us
-    from tocsin.sinks.notify.silences import expire_event, publish, read_store
+    from tocsin.sinks.notify import expire_event, publish, read_store
 
     cfg = config_of(ctx)
     silence = read_store(cfg.kafka).get(silence_id)
@@ -195,7 +193,7 @@ def silence_list(
     from rich.table import Table
 
     from tocsin.core.events import now_us
-    from tocsin.sinks.notify.silences import read_store
+    from tocsin.sinks.notify import read_store
 
     cfg = config_of(ctx)
     now = now_us()

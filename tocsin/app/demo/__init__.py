@@ -278,8 +278,7 @@ def run(duration: float, json_summary: Path | None, out_dir: Path | None, keep_b
         while time.monotonic() < deadline and sum(n.get("status") == "resolved" for n in outcome.notifications) < 3:
             time.sleep(0.5)
 
-        from tocsin.sinks.clickhouse.reports import render_report
-        from tocsin.sinks.clickhouse.store_access import HttpStore
+        from tocsin.sinks.clickhouse import HttpStore, render_report
 
         # Reports count whole minutes: end at the next minute boundary so the resolutions are inside.
         end = dt.datetime.fromtimestamp((time.time() // 60 + 1) * 60, dt.UTC)
