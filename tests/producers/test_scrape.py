@@ -223,8 +223,11 @@ def test_a_scrape_waits_for_kafka_and_keeps_its_samples(tocsin_config, httpserve
             wait_for(lambda: scrape.pending == 0 and scrape.counters.get("scrapes") > scrapes_during + 1, 120,
                      "pending scrapes delivered after the broker is back")
             stopped_at = scrape.counters.get("scrapes")
-        ups = [e for e in events(cfg.kafka, cfg.kafka.topics.metrics) if e["name"] == "up"]
-        assert len({e["event_id"] for e in ups}) >= stopped_at - 1  # every scrape's up made it, once or twice
+        # every scrape's up made it (once or twice: same id); read until they are all there, as a consumer's
+        # first fetch from a restarted broker can be slow
+        wait_events(cfg.kafka, cfg.kafka.topics.metrics,
+                    lambda ev: len({e["event_id"] for e in ev if e["name"] == "up"}) >= stopped_at - 1,
+                    f"{stopped_at - 1} up samples", timeout_s=120)
         assert scrape.counters.get("dropped_unacked") == 0
     finally:
         localkafka.down(data_dir)

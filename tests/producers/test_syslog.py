@@ -164,8 +164,10 @@ def test_tcp_is_pushed_back_while_kafka_is_down_and_nothing_sent_is_lost(clickho
             t.join(180)
             assert sent[0] == n
             wait_for(lambda: rx.counters.get("published") >= n + 1, 180, "every line acknowledged")
-        messages = {e["message"] for e in events(cfg.kafka, cfg.kafka.topics.logs)}
-        assert {f"line {i}" for i in range(n)} <= messages
+        wanted = {f"line {i}" for i in range(n)}
+        # read until all are there: a consumer's first fetch from a restarted broker can be slow
+        wait_events(cfg.kafka, cfg.kafka.topics.logs, lambda ev: wanted <= {e["message"] for e in ev},
+                    "every line on the topic", timeout_s=120)
         assert rx.counters.get("udp_dropped") == 0
     finally:
         localkafka.down(data_dir)
