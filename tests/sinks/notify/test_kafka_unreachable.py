@@ -34,7 +34,7 @@ def _sigkill(data_dir) -> None:
     state = localkafka.read_state(data_dir)
     assert state is not None
     os.kill(state.pid, signal.SIGKILL)
-    wait_until(lambda: not localkafka._pid_alive(state.pid), 30, what="the broker process gone")
+    wait_until(lambda: localkafka.running(data_dir) is None, 30, what="the broker process gone")
     localkafka.down(data_dir)  # forgets the dead broker's state file
 
 
