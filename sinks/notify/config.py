@@ -297,6 +297,9 @@ class NotifyConfig(ConsumerGroupConfig):
     log_table: str = Field("notifications", description="ClickHouse table of the notification log.")
     time_intervals: list[NamedTimeIntervalConfig] = Field(
         default_factory=list, description="Named intervals routes mute or activate by (sinks/notify/timeintervals.py).")
+    kafka_unreachable_after_s: float = Field(
+        60.0, ge=0, description="Kafka unreachable this long: send TocsinKafkaUnreachable (critical, service=tocsin) "
+                                "straight through the routes, resolved once it is back (0: never).")
 
     @model_validator(mode="after")
     def _receivers_resolve(self) -> NotifyConfig:

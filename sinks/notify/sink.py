@@ -41,8 +41,9 @@ from kafka.structs import OffsetAndMetadata
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
 from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, StoreError
-from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
+from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT, new_event_id, now_us
 from tocsin.core.heartbeat import WATCHDOG_RULE
+from tocsin.processors.view import broker_connected
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks import metrics as sink_metrics
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
@@ -172,6 +173,8 @@ class NotifySink(Component):
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
         self.watchdog_seen_at: float | None = None  # monotonic; when the last Watchdog beat arrived
+        self._kafka_down_since: float | None = None  # monotonic; since when polls fail or no broker is connected
+        self._kafka_alert: dict[str, Any] | None = None  # the TocsinKafkaUnreachable firing event, once announced
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -242,12 +245,15 @@ class NotifySink(Component):
         self._drain_changelog()
         # 2. alert transitions
         timeout = poll_ms if poll_ms is not None else int(self.ncfg.tick_s * 1000)
+        polled = True
         try:
             batch = self._consumer.poll(timeout_ms=timeout)
         except _KafkaError as exc:  # a failed rebalance step, a broker away: the group is joined again next turn
             self.counters["poll_errors"] += 1
             log.warning("Polling the alerts topic failed; retrying.", extra={"error": f"{type(exc).__name__}: {exc}"})
             batch = {}
+            polled = False
+        self._watch_kafka(polled and broker_connected(self._consumer) is not False, now)
         self._handle_rebalance()
         if batch:
             self._intake(batch, now)
@@ -264,6 +270,40 @@ class NotifySink(Component):
         # 6. backpressure
         self._backpressure()
         self._housekeeping(now)
+
+    # ------------------------------------------------------------------ Kafka unreachable (announced directly)
+
+    def _watch_kafka(self, reachable: bool, now: float) -> None:
+        """An alert about Kafka cannot travel through Kafka: past the threshold, the sink routes one itself.
+
+        The synthetic transition has no partition (nothing to commit) and is routed, grouped, silenced,
+        delivered and logged like a consumed one; the resolve follows once Kafka is reachable again.
+        """
+        after = self.ncfg.kafka_unreachable_after_s
+        if not after:
+            return
+        mono = time.monotonic()
+        if reachable:
+            self._kafka_down_since = None
+            if self._kafka_alert is not None:
+                down_s = (now_us() - self._kafka_alert["started_at"]) / 1e6
+                log.warning("Kafka reachable again; resolving TocsinKafkaUnreachable.", extra={"down_s": down_s})
+                self._route_synthetic(_kafka_resolved(self._kafka_alert), now)
+                self._kafka_alert = None
+            return
+        if self._kafka_down_since is None:
+            self._kafka_down_since = mono
+        elif self._kafka_alert is None and mono - self._kafka_down_since >= after:
+            self._kafka_alert = _kafka_unreachable_event(self.cfg.kafka.bootstrap_servers, self.ncfg.group_id,
+                                                         mono - self._kafka_down_since)
+            log.error("Kafka unreachable; notifying receivers directly.",
+                      extra={"unreachable_s": round(mono - self._kafka_down_since, 1)})
+            self._route_synthetic(self._kafka_alert, now)
+
+    def _route_synthetic(self, event: dict[str, Any], now: float) -> None:
+        t = Transition(event)
+        self.counters["kafka_unreachable_" + event["state"]] += 1
+        self._settle(self.router.add(t, now))
 
     def _release(self) -> None:
         self._closing = True  # the revocation at close must not wait for deliveries the stopped workers dropped
@@ -682,6 +722,32 @@ class NotifyCollector:
         for (topic, partition), n in sorted(self.sink._lag.items()):
             lag.add_metric([self.sink.ncfg.group_id, topic, str(partition)], n)
         yield from (deliveries, attempts, retries, queued, transitions, dedup, failures, unsettled, lag)
+
+
+KAFKA_UNREACHABLE_RULE = "TocsinKafkaUnreachable"
+
+
+def _kafka_unreachable_event(bootstrap: str, group_id: str, unreachable_s: float) -> dict[str, Any]:
+    """The firing AlertEvent the sink announces itself; servers without any user:password@ part."""
+    ts = now_us()
+    started = ts - int(unreachable_s * 1e6)
+    servers = ",".join(s.strip().rpartition("@")[2] for s in bootstrap.split(","))
+    fp = f"tocsin-kafka-unreachable-{group_id}"
+    return {
+        "event_id": new_event_id(), "ts": ts, "alert_id": f"{fp}-{started}", "fingerprint": fp,
+        "rule": KAFKA_UNREACHABLE_RULE, "severity": "critical", "previous_severity": "none", "state": "firing",
+        "previous_state": "pending", "value": round(unreachable_s, 1), "threshold": None,
+        "labels": {"service": "tocsin"},
+        "annotations": {"summary": f"The notify sink cannot reach Kafka ({servers}); alerts published to Kafka "
+                                   "cannot travel until it is back.", "bootstrap_servers": servers},
+        "started_at": started, "ended_at": None, "resolved_by": None,
+    }
+
+
+def _kafka_resolved(firing: dict[str, Any]) -> dict[str, Any]:
+    ts = now_us()
+    return {**firing, "event_id": new_event_id(), "ts": ts, "severity": "none", "previous_severity": "critical",
+            "state": "resolved", "previous_state": "firing", "ended_at": ts, "resolved_by": "auto"}
 
 
 def _wait_for_topic(consumer: Any, topic: str, timeout_s: float = TOPIC_WAIT_S) -> set[int]:
