@@ -146,21 +146,6 @@ class ServiceView(Protocol):
         ...
 
 
-def broker_connected(consumer: Any) -> bool | None:
-    """Whether a kafka-python client holds a live connection to any broker; None if it cannot tell.
-
-    Reads the client's connection table (no request is sent): a stopped
-    broker shows at once, a returning one as soon as the client reconnects,
-    where a consumer's ``poll()`` just returns nothing either way.
-    """
-    try:
-        client = consumer._client
-        brokers = client.cluster.brokers()
-        return any(client.connected(getattr(b, "node_id", getattr(b, "nodeId", None))) for b in brokers)
-    except Exception:  # no consumer yet, or kafka-python internals moved: defer to the loop's own verdict
-        return None
-
-
 class ProcessorView:
     """The ``ServiceView`` of a running ``ProcessorService``: snapshots copied by a thread of its own.
 
@@ -216,7 +201,7 @@ class ProcessorView:
 
     def _verdicts(self) -> dict[str, Any]:
         s = self._service
-        probed = broker_connected(s.consumer)
+        probed = kafka_api.broker_connected(s.consumer)
         return {"kafka": s.kafka_ok if probed is None else probed, "fetching": s.fetching(),
                 "clickhouse": self._clickhouse() if self._clickhouse is not None else None,
                 "running": s.started_at_us > 0 and not s.stopping, "polled_at": s.last_poll}

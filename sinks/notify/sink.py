@@ -43,7 +43,6 @@ from tocsin.core.component import Component
 from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, StoreError
 from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT, new_event_id, now_us
 from tocsin.core.heartbeat import WATCHDOG_RULE
-from tocsin.processors.view import broker_connected
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks import metrics as sink_metrics
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
@@ -253,7 +252,7 @@ class NotifySink(Component):
             log.warning("Polling the alerts topic failed; retrying.", extra={"error": f"{type(exc).__name__}: {exc}"})
             batch = {}
             polled = False
-        self._watch_kafka(polled and broker_connected(self._consumer) is not False, now)
+        self._watch_kafka(polled and kafka_api.broker_connected(self._consumer) is not False, now)
         self._handle_rebalance()
         if batch:
             self._intake(batch, now)

@@ -255,3 +255,18 @@ async def wait_on_io_thread(consumer: KafkaConsumer, done: Callable[[], bool], t
             return False
         await net.sleep(step_s)
     return True
+
+
+def broker_connected(consumer: Any) -> bool | None:
+    """Whether a kafka-python client holds a live connection to any broker; None if it cannot tell.
+
+    Reads the client's connection table (no request is sent): a stopped
+    broker shows at once, a returning one as soon as the client reconnects,
+    where a consumer's ``poll()`` just returns nothing either way.
+    """
+    try:
+        client = consumer._client
+        brokers = client.cluster.brokers()
+        return any(client.connected(getattr(b, "node_id", getattr(b, "nodeId", None))) for b in brokers)
+    except Exception:  # no consumer yet, or kafka-python internals moved: defer to the loop's own verdict
+        return None
