@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,10 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="chaos: exit 1 if a guarantee was broken")
     parser.add_argument("--seed", type=int, help="chaos: seed of the random faults (printed when not given)")
     parser.add_argument("--keep", action="store_true", help="chaos: keep the work directory (logs, stores)")
+    parser.add_argument("--rules", type=Path, help="processor: the rule file (default: processors/rules/default.yaml)")
     args = parser.parse_args(argv)
+    if args.rules is not None:  # read by bench.processor's configs (the harness passes no options)
+        os.environ["TOCSIN_BENCH_RULES"] = str(args.rules.resolve())
     if args.name == "chaos":
         from bench import chaos
 

@@ -12,6 +12,7 @@ consumer group from the earliest offset) driven until it has consumed everything
 from __future__ import annotations
 
 import gc
+import os
 import random
 import time
 import uuid
@@ -85,7 +86,7 @@ def bench_config(ctx: BenchContext, inputs: str | None = None, **processor: Any)
     cfg = TocsinConfig.model_validate({
         "kafka": {"bootstrap_servers": ctx.bootstrap, "topics": {**topics, "partitions": PARTITIONS}},
         "processor": {"group_id": f"{run}.group", "start_without_commit": "earliest", "heartbeat_interval_s": 0,
-                      **processor},
+                      "rules_file": os.environ.get("TOCSIN_BENCH_RULES"), **processor},
     })
     kafka_api.create_topics(cfg.kafka)
     return cfg

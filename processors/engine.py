@@ -87,7 +87,7 @@ class Series:
     def __init__(self, rule: Rule, key: tuple[str, ...]) -> None:
         self.rule = rule
         self.key = key
-        self.window: SlidingWindow | None = None if rule.is_absence else rule.new_window()
+        self.window: SlidingWindow | None = None if rule.is_absence else rule.new_window(key)
         self.history: SlidingWindow | None = rule.new_history()
         """spike rules: one bucket per past window, the baseline's source."""
         self.tracker: AlertTracker | None = None
@@ -318,8 +318,9 @@ from tocsin.processors.rules import parse_rules
         safe_low, safe_high = rule.safe_low, rule.safe_high
         value_of = None if rule.source == "metrics" else rule.value_of
         spiky = rule.is_spike
-        lazy = rule.spec.kind == "forecast"
-        """A forecast is judged at bucket boundaries (the sweep), not per sample: a 4 h line moves slowly."""
+        lazy = rule.spec.kind in ("forecast", "slo")
+        """A forecast (an slo) is judged at bucket boundaries (the sweep), not per sample: a 4 h line (a 1 h
+        burn rate) moves slowly."""
 
         def feed_window(rec: dict[str, Any], ts: int) -> None:
             if post is not None and not post(rec):
@@ -580,8 +581,10 @@ from tocsin.processors.rules import parse_rules
         t.annotations = rule.render({
             "labels": t.labels, "value": t.value, "threshold": t.threshold, "severity": t.severity,
             "state": t.state, "rule": rule.name, "alert_id": t.alert_id, "started_at": iso(t.started_at),
-            **self._pattern_context(s),
+            **self._pattern_context(s), **rule.context(s.window, t.ts),
         }) | (note or {})
+        if rule.is_slo:  # the alert carries the error budget left
+            t.annotations = {**rule.context(s.window, t.ts), **t.annotations}
         if rule.is_pattern:  # the alert carries the pattern and one line (the count is its value)
             t.annotations = {**self._pattern_context(s), **t.annotations}
         tr.record = t.as_record()
@@ -657,6 +660,8 @@ from tocsin.processors.rules import parse_rules
             o = old.by_name.get(r.name)
             if o is not None:
                 (kept if o.spec == r.spec else changed)[r.index] = o
+                if o.spec == r.spec and r.is_slo:  # the same objective: the same seeds from the store
+                    r.slo_seeds, r.slo_cutoff_us = o.slo_seeds, o.slo_cutoff_us
         removed = [r.name for r in old.rules if r.name not in rules.by_name]
         patterns = {}
         for r in rules.rules:

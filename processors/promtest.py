@@ -315,7 +315,7 @@ def run_file(path: str | Path) -> FileResult:
     for name in spec.rule_files:
         rule_path = (path.parent / name) if not Path(name).is_absolute() else Path(name)
         raw.extend(load_rules(rule_path).rules)  # each file validated on its own, with its own name
-    rules = parse_rules([r.spec.model_dump(by_alias=True) for r in raw], ", ".join(spec.rule_files))
+    rules = parse_rules([r.spec.model_dump(by_alias=True, exclude_unset=True) for r in raw], ", ".join(spec.rule_files))
     result = FileResult(str(path), tests=len(spec.tests))
     for i, group in enumerate(spec.tests):
         where = f"{path}: tests[{i}]" + (f" ({group.name})" if group.name else "")

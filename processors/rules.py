@@ -42,6 +42,14 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from tocsin.core.config import StrictModel, format_validation_error, read_yaml
 from tocsin.core.errors import RuleError
 from tocsin.processors.baseline import MAX_PERIODS, SPIKE_AGGREGATES, baseline_value, new_history, periods_needed
+from tocsin.processors.slo import (
+    BURN_BUCKETS_PER_SHORT,
+    DEFAULT_BURN_RATES,
+    MAX_BURN_BUCKETS,
+    MAX_BURN_WINDOW_S,
+    SloWindow,
+    compile_good,
+)
 from tocsin.processors.windows import DEFAULT_MAPPING, SlidingWindow
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
@@ -96,14 +104,25 @@ class BaselineSpec(StrictModel):
     median_of: int | None = Field(None, ge=1, le=1000, description="Median of this many previous windows.")
 
 
+class BurnRateSpec(StrictModel):
+    """One pair of ``burn_rates`` of an slo rule: fires when both windows burn faster than ``burn_rate``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    long_s: Duration = Field(alias="long", gt=0, description="The long window (how much budget was spent).")
+    short_s: Duration = Field(alias="short", gt=0, description="The short window (it is still burning).")
+    burn_rate: float = Field(gt=1, le=1e6, description="Bad fraction / allowed fraction over both windows.")
+    severity: Literal["warning", "critical"] = Field(description="Severity of the alert this pair fires.")
+
+
 class RuleSpec(StrictModel):
     """One rule as written in YAML (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.\-]*$", description="Unique rule name.")
-    kind: Literal["threshold", "absence", "forecast", "spike", "new_pattern"] = Field(
-        "threshold", description="threshold, absence, forecast, spike or new_pattern (the README's rule reference).")
+    kind: Literal["threshold", "absence", "forecast", "spike", "new_pattern", "slo"] = Field(
+        "threshold", description="threshold, absence, forecast, spike, new_pattern or slo (README: rule reference).")
     source: Literal["logs", "metrics", "health"] = Field(description="Which input topic the rule reads.")
     filter: FilterSpec = Field(default_factory=dict, description="Events the rule reads.")
     numerator: FilterSpec = Field(default_factory=dict, description="ratio: the part counted over the whole.")
@@ -134,6 +153,16 @@ class RuleSpec(StrictModel):
         default_factory=list, description="new_pattern: regular expressions; a matching pattern never alerts.")
     max_patterns_per_service: int = Field(
         10_000, ge=1, le=1_000_000, description="new_pattern: patterns remembered per service (oldest dropped).")
+    objective: float | None = Field(
+        None, gt=0, lt=100, description="slo: the target percentage of good events (99.5).")
+    period_s: Duration = Field(30 * 86400.0, alias="period", ge=3600, le=400 * 86400,
+                               description="slo: the rolling period the objective and its error budget cover.")
+    good: FilterSpec = Field(default_factory=dict, description="slo: the good events among those filter selects.")
+    good_below: float | None = Field(
+        None, gt=0, description="slo (latency): an event is good when its value is at or under this (ms).")
+    burn_rates: tuple[BurnRateSpec, ...] = Field(
+        tuple(BurnRateSpec.model_validate(b) for b in DEFAULT_BURN_RATES),
+        description="slo: multiwindow burn-rate pairs (default the SRE workbook's 14.4x 1h/5m, 6x 6h/30m).")
     absent_for: Duration | None = Field(None, gt=0, description="absence: silence that fires the alert.")
     severity: Literal["warning", "critical"] = Field(
         "critical", description="absence, and no_data: fire: severity when firing.")
@@ -163,6 +192,13 @@ class RuleSpec(StrictModel):
             return out
         if self.absent_for is not None:
             out.append(("absent_for", "only absence rules take absent_for"))
+        if self.kind == "slo":
+            return out + self._slo_problems()
+        for name in ("objective", "good_below"):
+            if getattr(self, name) is not None:
+                out.append((name, "only slo rules take " + name))
+        if self.good:
+            out.append(("good", "only slo rules take good"))
         if self.kind == "forecast":
             if self.predict is None:
                 out.append(("predict", "a forecast rule needs predict (how far ahead, e.g. 4h)"))
@@ -226,6 +262,44 @@ class RuleSpec(StrictModel):
         if self.aggregate in QUANTILES and any(t is not None and t <= 0 for t in (self.warning, self.critical)):
             out.append(("warning", "percentile thresholds must be > 0"))
         return out
+
+
+    def _slo_problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if self.objective is None:
+            out.append(("objective", "an slo rule needs objective (a percentage such as 99.5)"))
+        if (self.good_below is None) == (not self.good):
+            out.append(("good", "an slo rule needs one of good (a filter: availability) or good_below (latency)"))
+        if self.good_below is not None and self.source == "logs":
+            out.append(("good_below", "logs have no value: use good (a filter) for log-based objectives"))
+        for name in ("aggregate", "warning", "critical", "numerator", "baseline", "predict"):
+            if getattr(self, name):
+                out.append((name, "an slo rule takes objective, good or good_below and burn_rates instead"))
+        if self.no_data != "resolve":
+            out.append(("no_data", "no requests burn no budget: an slo rule takes no no_data"))
+        for name in ("window", "slices"):
+            if name in self.model_fields_set:
+                out.append((name, "an slo rule's windows are its burn_rates' long and short windows"))
+        if not self.burn_rates:
+            out.append(("burn_rates", "an slo rule needs at least one {long, short, burn_rate, severity}"))
+        for i, b in enumerate(self.burn_rates):
+            if b.short_s >= b.long_s:
+                out.append((f"burn_rates[{i}].short", "the short window must be shorter than the long one"))
+            if b.long_s > MAX_BURN_WINDOW_S:
+                out.append((f"burn_rates[{i}].long", f"at most {MAX_BURN_WINDOW_S / 3600:g}h: burn windows are "
+                            "rebuilt by replaying Kafka on restart (the budget itself comes from the store)"))
+            if b.long_s > self.period_s:
+                out.append((f"burn_rates[{i}].long", "a burn window longer than the period"))
+        if self.burn_rates and self.burn_rates[0].short_s > 0:
+            bucket = min(b.short_s for b in self.burn_rates) / BURN_BUCKETS_PER_SHORT
+            if max(b.long_s for b in self.burn_rates) / max(bucket, 1.0) > MAX_BURN_BUCKETS:
+                out.append(("burn_rates", f"the longest window over a fifth of the shortest exceeds "
+                            f"{MAX_BURN_BUCKETS} buckets: lengthen the short windows"))
+        return out
+
+
+class RuleFile(StrictModel):
+    rules: list[RuleSpec]
 
 
 # --- compiled form --------------------------------------------------------------------------------
@@ -333,6 +407,16 @@ class Rule:
     label_names: tuple[str, ...] = ()
     """Labels of one alert: group_by, plus pattern_id for new_pattern rules."""
     allowed: Callable[[str], bool] | None = None
+    is_slo: bool = False
+    period_us: int = 0
+    error_budget: float = 0.0
+    """slo: the allowed bad fraction, 1 - objective."""
+    slo_pairs: tuple[tuple[int, int, int, float], ...] = ()
+    """slo: (level, long us, short us, burn rate), most severe first."""
+    slo_seeds: dict[tuple[str, ...], list[tuple[int, int, int]]] | None = None
+    """slo: per group, (bucket start, total, good) read from the store at start (None: no store)."""
+    slo_cutoff_us: float = -math.inf
+    """slo: stream events before this are in the seeds."""
     no_data_level: int | None = None
     """The level an empty window has (None: NONE, the default 'resolve'; -1: keep the alert's severity)."""
     templates: dict[str, jinja2.Template] = field(default_factory=dict)
@@ -351,6 +435,15 @@ class Rule:
             if s.allow:
                 allow_rx = re.compile("|".join(f"(?:{a})" for a in s.allow))
                 self.allowed = lambda p, _rx=allow_rx: _rx.search(p) is not None
+        if s.kind == "slo" and s.objective is not None:
+            self.is_slo = True
+            self.period_us = int(s.period_s * 1e6)
+            self.error_budget = 1.0 - s.objective / 100.0
+            self.bucket_us = max(1_000_000, int(min(b.short_s for b in s.burn_rates) * 1e6) // BURN_BUCKETS_PER_SHORT)
+            self.window_us = max(int(b.long_s * 1e6) for b in s.burn_rates)
+            pairs = [(CRITICAL if b.severity == "critical" else WARNING, int(b.long_s * 1e6), int(b.short_s * 1e6),
+                      b.burn_rate) for b in s.burn_rates]
+            self.slo_pairs = tuple(sorted(pairs, key=lambda p: -p[0]))
         if s.kind == "spike" and s.baseline is not None:
             self.is_spike = True
             b = s.baseline
@@ -359,6 +452,8 @@ class Rule:
             self.periods = periods_needed(self.offset_us, self.median_of, self.window_us)
         self.accepts = compile_filter(s.source, s.filter)
         self.is_numerator = compile_filter(s.source, s.numerator)
+        if self.is_slo:  # the window's numerator counts the good events
+            self.is_numerator = compile_good(s.source, s.good_below, compile_filter(s.source, s.good), s.value_field)
         self.group_getters = tuple(_getter(s.source, g) for g in s.group_by)
         self.key_of = _key_function(s.source, s.group_by, self.group_getters)
         names = s.filter.get("name") if s.source == "metrics" else None
@@ -368,6 +463,8 @@ class Rule:
         self.quantile = QUANTILES.get(s.aggregate or "")
         pairs = [(CRITICAL, s.critical), (WARNING, s.warning)]
         self.thresholds = tuple((lvl, t) for lvl, t in pairs if t is not None)
+        if self.is_slo:  # the burn rate each severity fires at
+            self.thresholds = tuple((lvl, rate) for lvl, _, _, rate in self.slo_pairs)
         if self.is_pattern:  # fires while its occurrences are in the window: count > 0
             self.thresholds = ((CRITICAL if s.severity == "critical" else WARNING, 0.0),)
         if self.quantile is not None:
@@ -448,8 +545,12 @@ class Rule:
         s = self.spec
         return ratio * max(base, s.min_baseline) if s.up else base / ratio
 
-    def new_window(self) -> SlidingWindow:
+    def new_window(self, key: tuple[str, ...] = ()) -> SlidingWindow:
         s = self.spec
+        if self.is_slo:
+            seeds = self.slo_seeds
+            return SloWindow(self.bucket_us, self.window_us // self.bucket_us, self.period_us,  # type: ignore
+                             (seeds or {}).get(key, ()), self.slo_cutoff_us, seeds is not None)
         return SlidingWindow(self.bucket_us, s.slices, numerator=s.aggregate == "ratio",
                              quantiles=self.quantile is not None, threshold_keys=self.threshold_keys,
                              extrema=s.aggregate in ("min", "max"), regression=s.kind == "forecast")
@@ -476,6 +577,8 @@ class Rule:
         agg = self.spec.aggregate
         if self.is_pattern:
             return float(w.count(t))
+        if self.is_slo:
+            return self.slo_verdict(w, t)[1]  # type: ignore[arg-type]
         if self.spec.kind == "forecast":
             if w.span_us(t) * 2 < self.window_us:
                 return None  # a line through less than half a window is noise read hours ahead
@@ -506,6 +609,8 @@ class Rule:
 
     def level(self, w: SlidingWindow, t: int) -> int:
         """NONE, WARNING or CRITICAL for the window ending at ``t`` (no data is NONE)."""
+        if self.is_slo:
+            return self.slo_verdict(w, t)[0]  # type: ignore[arg-type]
         above = self.spec.up
         if self.quantile is not None:
             n = w.count(t)
@@ -524,6 +629,34 @@ class Rule:
             if (value > threshold) if above else (value < threshold):
                 return lvl
         return NONE
+
+    def slo_verdict(self, w: SloWindow, t: int) -> tuple[int, float, float]:
+        """(level, long-window burn rate, short-window burn rate) at ``t``: the most severe pair whose windows
+        both burn faster than its rate, else NONE with the first pair's rates (the alert's value)."""
+        if w.verdict_at == t:
+            return w.verdict
+        eb = self.error_budget
+        verdict = None
+        for lvl, long_us, short_us, rate in self.slo_pairs:
+            lb = w.burn_rate(t, long_us, eb)
+            sb = w.burn_rate(t, short_us, eb) if lb > rate else 0.0
+            if lb > rate and sb > rate:
+                verdict = (lvl, lb, sb)
+                break
+            if verdict is None:
+                verdict = (NONE, lb, sb)
+        w.verdict_at, w.verdict = t, verdict  # type: ignore[assignment]
+        return verdict  # type: ignore[return-value]
+
+    def context(self, w: Any, t: int) -> dict[str, str]:
+        """slo: the error budget at ``t`` for annotations (and whether the store seeded it)."""
+        if not self.is_slo or w is None:
+            return {}
+        b = w.budget(t, self.error_budget)
+        covers = ("the whole period (store, then stream)" if w.seeded else
+                  "only what was replayed (no store at start)")
+        return {"budget_remaining": f"{b['remaining'] * 100:.2f}%", "objective": f"{self.spec.objective:g}%",
+                "good": str(b["good"]), "total": str(b["total"]), "budget_covers": covers}
 
     def threshold_for(self, level: int) -> float | None:
         for lvl, t in self.thresholds:

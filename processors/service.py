@@ -79,6 +79,7 @@ from tocsin.core.events import (
     new_event_id,
     now_us,
 )
+from tocsin.processors import slo
 from tocsin.processors.alerts import Transition
 from tocsin.processors.config import ProcessorSettings
 from tocsin.processors.engine import Engine, PartitionState
@@ -181,6 +182,8 @@ class ProcessorService(Component):
         self._previous_sighup: Any = None
         self.outbox: Outbox = Outbox(None)
         self.changelog_retries = 0
+        self.slo_coverage = "no slo rules"
+        """What the slo error budgets cover: store+stream, or why only the replayed stream."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -195,6 +198,10 @@ class ProcessorService(Component):
             max_future_us=int(p.max_future_s * 1e6), max_catchup_steps=p.max_catchup_steps,
             idle_evict_us=int(p.idle_series_evict_s * 1e6), wall=self.wall)
         self.started_at_us = now_us()
+        if any(r.is_slo for r in self.rules.rules):  # budgets before the replay's start come from the store
+            span_us = self.rules.horizon_us + self.engine.grace_us + int(p.replay_margin_s * 1e6)
+            self.slo_coverage = slo.seed_from_store(self.cfg.clickhouse, self.rules.rules,
+                                                    self.started_at_us - span_us, log)
         kcfg = self.cfg.kafka
         delivery_ms = int(p.delivery_timeout_s * 1000)
         # Not idempotent: kafka-python 3.0's idempotent producer fails every later batch of a partition once
@@ -580,6 +587,13 @@ class ProcessorService(Component):
             "tocsin_processor_open_alerts": (float(len(self.engine.open_records())), "count"),  # type: ignore[union-attr]
         }
         topic = self.cfg.kafka.topics.metrics
+        for b in slo.budgets(self.engine.partitions.values()):  # type: ignore[union-attr]
+            # The error budget left, per objective and group, for the store (tocsin report) to show.
+            record = {"event_id": new_event_id(), "ts": ts, "service": b["labels"].get("service", SERVICE_NAME),
+                      "host": HOSTNAME, "name": slo.BUDGET_METRIC, "value": b["remaining"], "unit": "ratio",
+                      "labels": {**b["labels"], "slo": b["rule"], "objective": f"{b['objective']:g}",
+                                 "covers": b["covers"]}}
+            self.producer.send(topic, key=record["service"].encode(), value=self.codec.encode(METRIC_EVENT, record))
         for name, (value, unit) in figures.items():
             record = {"event_id": new_event_id(), "ts": ts, "service": SERVICE_NAME, "host": HOSTNAME,
                       "name": name, "value": value, "unit": unit, "labels": {"component": "processor"}}

@@ -27,6 +27,7 @@ from kafka.errors import KafkaError as _KafkaError
 from tocsin.core import kafka as kafka_api
 from tocsin.core.errors import KafkaError
 from tocsin.core.events import CONTROL_EVENT, new_event_id, now_us
+from tocsin.processors import slo
 from tocsin.processors.alerts import fingerprint_of
 from tocsin.processors.service import ProcessorService, read_alert_changelog
 
@@ -119,6 +120,8 @@ class Snapshot:
     takeover_ms: Mapping[str, float] = field(default_factory=dict)
     rules: Sequence[str] = ()
     closed_ids: frozenset[str] = frozenset()  # alert ids in the history that are not open: resolve answers at once
+    slo: Sequence[Mapping[str, Any]] = ()  # error budget per objective and group (tocsin.processors.slo.budgets)
+    slo_coverage: str = "no slo rules"  # store+stream, or why the budgets cover only the replayed stream
 
     def consuming(self, now: float | None = None) -> bool:
         """True while the loop runs, polled within ``LIVENESS_S`` and a snapshot completed within ``STALL_S``."""
@@ -232,6 +235,7 @@ class ProcessorView:
                                      if p.replay_until >= 0))
             lag = dict(s.lag)
             takeover = dict(s.takeover)
+            budgets = tuple(slo.budgets(engine.partitions.values())) if engine else ()
             if series_due and engine:
                 points = engine.service_points(self._chart_services)
                 self._series = (
@@ -245,6 +249,7 @@ class ProcessorView:
             error_count_1h=self._series[1], started_at_us=s.started_at_us, partitions=parts, replaying=replaying,
             takeover_ms=takeover, rules=tuple(r.name for r in s.rules.rules) if s.rules else (),
             closed_ids=frozenset(str(a.get("alert_id")) for a in history) - active_ids,
+            slo=budgets, slo_coverage=s.slo_coverage,
             taken_at=time.monotonic(), **verdicts)
         return self._snapshot
 

@@ -187,6 +187,18 @@ def detailed_doc(snap: Snapshot, service: str) -> dict[str, Any]:
     }
 
 
+SLO_ON_PAGES = 50
+
+
+def slo_doc(snap: Snapshot) -> dict[str, Any]:
+    """Error budgets (lowest first) and what they cover: the store's period plus the stream, or the replay."""
+    return {"coverage": snap.slo_coverage, "budgets": [
+        {"rule": b["rule"], "labels": _strings(b["labels"]), "objective": b["objective"],
+         "period_s": b["period_s"], "total": b["total"], "bad": b["bad"], "remaining": finite(b["remaining"]),
+         "burn_rates": b["burn_rates"], "covers": b["covers"],
+         "covers_from": _iso_or_none(b["covers_from_us"])} for b in snap.slo[:SLO_ON_PAGES]]}
+
+
 def matches(rec: Mapping[str, Any], service: str | None, severity: str | None, state: str | None) -> bool:
     if service is not None and (rec.get("labels") or {}).get("service") != service:
         return False
@@ -251,4 +263,5 @@ def dashboard_doc(snap: Snapshot, service: str) -> dict[str, Any]:
         "alert_history": [alert_doc(a) for a in list(snap.history)[:HISTORY_ON_DASHBOARD]],
         "health_checks": checks,
         "series": _charts(dict(list(snap.series.items())[:CHART_SERVICES])),
+        "slo": slo_doc(snap),
     }

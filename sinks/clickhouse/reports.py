@@ -163,6 +163,7 @@ def build_report(ask: Ask, database: str, hours: float, service: str | None = No
     alerts = _alerts(ask, db, base, svc, in_raw, start_s, end_s)
     health = _health(ask, db, base, svc, in_raw, cur_raw)
     series = _series(ask, db, base, svc, start_s, end_s)
+    slo = _error_budgets(ask, db, base, svc, in_raw, cur_raw)
     return {
         "title": "Tocsin performance report",
         "generated_at": _iso(int(dt.datetime.now(dt.UTC).timestamp() * 1e6)),
@@ -178,7 +179,27 @@ def build_report(ask: Ask, database: str, hours: float, service: str | None = No
         "alerts": alerts,
         "health": health,
         "series": series,
+        "error_budgets": slo,
     }
+
+
+SLO_BUDGET_METRIC = "tocsin_slo_budget_remaining"
+"""The processor's error budget MetricEvents (tocsin.processors.slo.BUDGET_METRIC; a sink imports no processor)."""
+
+
+def _error_budgets(ask: Ask, db: str, base: dict[str, Any], svc: str, in_raw: str, cur_raw: str
+                   ) -> list[dict[str, Any]]:
+    """Per objective and group: the error budget left at the period's end and at its start (the processor's
+    figures: the store's 30 days plus its stream), lowest first."""
+    rows = ask(
+        f"SELECT labels['slo'] AS slo, service, any(labels['objective']), argMaxIf(value, ts, {cur_raw}),"
+        f" argMinIf(value, ts, {cur_raw}), argMaxIf(labels['covers'], ts, {cur_raw}), countIf({cur_raw}) AS n"
+        f" FROM {db}.metrics WHERE {in_raw} AND name = {{slo_metric:String}}{svc}"
+        f" GROUP BY slo, service HAVING n > 0 ORDER BY 4, slo, service LIMIT 100",
+        {**base, "slo_metric": SLO_BUDGET_METRIC},
+    )
+    return [{"slo": s, "service": sv, "objective": obj, "remaining": _num(end), "remaining_at_start": _num(first),
+             "covers": covers} for s, sv, obj, end, first, covers, _ in rows.rows]
 
 
 def _changes(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any]:

@@ -164,6 +164,13 @@
       tile("Live series", fmtNum(t.live_series, 0), "info"),
       tile("Uptime", fmtDuration(s.uptime_seconds), "info"),
     ];
+    // Error budgets left (lowest first): under 25 % warns, spent is critical.
+    for (const b of ((doc.slo || {}).budgets || []).slice(0, 6)) {
+      const left = b.remaining === null ? null : b.remaining * 100;
+      tiles.push(tile("Budget " + b.rule + " " + (b.labels.service || ""),
+                      left === null ? "?" : fmtNum(left, 1) + " % left" + (b.covers === "store+stream" ? "" : " (replay only)"),
+                      left === null ? "" : (left <= 0 ? "crit" : (left < 25 ? "warn" : "ok"))));
+    }
     $("tiles").replaceChildren(...tiles);
   }
 
