@@ -298,10 +298,6 @@ class RuleSpec(StrictModel):
         return out
 
 
-class RuleFile(StrictModel):
-    rules: list[RuleSpec]
-
-
 # --- compiled form --------------------------------------------------------------------------------
 
 Getter = Callable[[Mapping[str, Any]], str]
