@@ -164,11 +164,28 @@ class ClickHouseConfig(StrictModel):
         return self.url or f"chdb://{paths.home() / 'clickhouse'}"
 
 
+ApiScope = Literal["read", "operate", "admin"]
+
+
+class ApiTokenConfig(StrictModel):
+    """A named bearer token with a scope: read < operate < admin (each includes the ones before)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$",
+                      description="Who this token is: recorded as the actor of every action taken with it.")
+    scope: ApiScope = Field(description="read (dashboard, alerts, health, metrics), operate (+ resolve, "
+                                        "acknowledge, silence), admin (+ store query, cleanup, archive, reload).")
+    token: SecretStr = Field(description="The bearer secret (at least 16 characters).", min_length=16)
+
+
 class ApiConfig(StrictModel):
     """The processor service's HTTP API."""
 
     http_addr: str = Field("127.0.0.1:8080", description="host:port the HTTP API listens on.")
-    token: SecretStr | None = Field(None, description="Bearer token for everything but /health.")
+    token: SecretStr | None = Field(None, description="Bearer token for everything but /health: an admin "
+                                                      "token named `admin` (kept for compatibility).")
+    tokens: list[ApiTokenConfig] = Field(default_factory=list, description="Named, scoped bearer tokens.")
+    tokens_file: str | None = Field(None, description="YAML list of tokens like `tokens`, re-read when it "
+                                                      "changes (rotation without a restart).")
     service_name: str = Field("tocsin", description="Reported as `service` by /health.")
 
     @field_validator("http_addr")
