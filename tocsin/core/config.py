@@ -187,6 +187,14 @@ class ApiConfig(StrictModel):
     tokens: list[ApiTokenConfig] = Field(default_factory=list, description="Named, scoped bearer tokens.")
     tokens_file: str | None = Field(None, description="YAML list of tokens like `tokens`, re-read when it "
                                                       "changes (rotation without a restart).")
+    tls_certfile: str | None = Field(None, description="PEM certificate (chain): the API serves HTTPS with it.")
+    tls_keyfile: str | None = Field(None, description="PEM private key of tls_certfile.")
+    tls_cafile: str | None = Field(None, description="CA the CLI trusts for the API (default: tls_certfile, "
+                                                     "for a self-signed one; else the system store).")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
     service_name: str = Field("tocsin", description="Reported as `service` by /health.")
 
     @field_validator("http_addr")
