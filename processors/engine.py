@@ -39,15 +39,12 @@ from typing import Any
 
 from tocsin.core.events import iso, now_us
 from tocsin.core.patterns import MESSAGE_MAX_CHARS, normalize_message, pattern_id
+from tocsin.core.validation import event_reason
 from tocsin.processors.alerts import RESOLVED, AlertTracker, Transition, fingerprint_of
 from tocsin.processors.patterns import PatternMemory
 from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, KEEP, NONE, WARNING, Rule, RuleSet
 from tocsin.processors.windows import SlidingWindow
 
-MAX_ABS_VALUE = 1e15
-"""Larger magnitudes are a broken agent, not a measurement (1e15 ms is 31,000 years)."""
-MIN_TS_US = 946_684_800_000_000
-"""2000-01-01: anything earlier is a clock that was never set."""
 LATENCY_METRIC = "api_response_time"
 HEARTBEAT_METRIC = "tocsin_heartbeat"  # tocsin.core.heartbeat.HEARTBEAT_METRIC
 STATS_BUCKET_US = 60_000_000
@@ -227,21 +224,10 @@ from tocsin.processors.rules import parse_rules
         Field types are the schema's (the codec guarantees them); ``wall_us`` lets a caller read the
         clock once per batch instead of once per event.
         """
+        reason = event_reason(source, rec)  # the checks every stage shares (tocsin.core.validation)
+        if reason is not None:
+            return reason
         ts = rec["ts"]
-        if ts < MIN_TS_US:
-            return f"absurd timestamp {ts!r}: before 2000-01-01"
-        if not rec["service"]:
-            return "empty service"
-        if source == "metrics":
-            v = rec["value"]
-            if not -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE:  # also false for NaN
-                return f"absurd metric value {v!r} for {rec['name']!r}"
-            if not rec["name"]:
-                return "metric without a name"
-        elif source == "health":
-            v = rec["response_time_ms"]
-            if v is not None and not 0 <= v <= MAX_ABS_VALUE:
-                return f"absurd response_time_ms {v!r}"
         wall = self.wall() if wall_us is None else wall_us
         if ts > wall + self.max_future_us:
             if future_policy == "deadletter":

@@ -79,6 +79,7 @@ from tocsin.core.events import (
     new_event_id,
     now_us,
 )
+from tocsin.core.validation import record_reason
 from tocsin.processors import slo
 from tocsin.processors.alerts import Transition
 from tocsin.processors.config import ProcessorSettings
@@ -409,9 +410,9 @@ class ProcessorService(Component):
                 counters.decode_errors += 1
                 self._deadletter(m, exc.reason, "decode")
                 continue
-            if name != expected:
+            if name != expected:  # decode_events unpacked batches: the item name is the record's
                 counters.invalid += 1
-                self._deadletter(m, f"a {name} on the {source} topic (expected {expected})", "validate")
+                self._deadletter(m, record_reason(source, name) or "", "validate")
                 continue
             batched = len(events) > 1
             for rec in events:

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import psutil
 
 from tocsin.core.component import Component
+from tocsin.core.config import redact
 from tocsin.core.errors import KafkaError
 from tocsin.core.events import HEALTH_EVENT, HOSTNAME, new_event_id, now_us
 from tocsin.producers.config import AgentSettings, HealthConfig, HttpCheckConfig
@@ -33,9 +34,11 @@ _RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 
 def result(check: str, status: str, response_time_ms: float | None = None, details: dict[str, Any] | None = None,
            error: str | None = None) -> dict[str, Any]:
+    # Published to the health topic, the API and the store: credentials inside URLs and DSNs masked.
     return {"check": check, "status": status,
             "response_time_ms": None if response_time_ms is None else round(response_time_ms, 3),
-            "details": {k: str(v) for k, v in (details or {}).items()}, "error": error}
+            "details": {k: redact(str(v)) for k, v in (details or {}).items()},
+            "error": None if error is None else redact(error)}
 
 
 def overall_status(results: list[dict[str, Any]]) -> str:

@@ -33,7 +33,7 @@ import tocsin
 from tocsin.core.config import Wiring
 from tocsin.core.errors import RuleError, TocsinError
 from tocsin.processors.http import documents
-from tocsin.processors.http.auth import TokenAuth
+from tocsin.processors.http.auth import Principal, TokenAuth, scope_responses
 from tocsin.processors.http.dashboard import DashboardAssets
 from tocsin.processors.http.metrics import exposition, registry_for
 from tocsin.processors.http.models import (
@@ -124,7 +124,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
     mounted behind the same token.
     """
     service = cfg.api.service_name
-    auth = TokenAuth(cfg.api.token)
+    auth = TokenAuth(cfg.api)
     if not auth.configured:
         log.warning("No API token configured (TOCSIN_API_TOKEN): every route but /health answers 401.")
     registry = registry_for(view)
@@ -175,7 +175,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
                            include_in_schema=False)
 
     # -- token --------------------------------------------------------------------------------
-    unauthorized: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody, "description": "No or wrong token"}}
+    unauthorized = scope_responses()  # read scope and up; resolve wants operate, the store API admin
     api = APIRouter(dependencies=[Depends(auth)], responses=unauthorized)
 
     async def health_detailed() -> JSONResponse:
@@ -204,13 +204,13 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         api.add_api_route(path, list_alerts, methods=["GET"], response_model=AlertList, tags=["alerts"],
                           summary="Alerts and history", **extra)
 
-    def resolve(body: ResolveRequest) -> JSONResponse:
+    def resolve(body: ResolveRequest, who: Principal = Depends(auth.require("operate"))) -> JSONResponse:
         """Resolve an alert by hand: publishes a ControlEvent for the processor and answers 202.
 
         Resolving an alert that is already resolved is harmless (202, nothing published).
         Runs in the thread pool: publishing waits for the broker's acknowledgement.
         """
-        outcome = view.resolve(body.alert_id, body.reason, body.actor or "api")
+        outcome = view.resolve(body.alert_id, body.reason, who.name)  # the token's name, never the body's
         if outcome == "unknown":
             return JSONResponse({"detail": f"no alert with id {body.alert_id!r}"}, status_code=404)
         return JSONResponse({"alert_id": body.alert_id, "status": outcome}, status_code=202)
@@ -259,6 +259,12 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
                       responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                                        "description": "Prometheus text format 0.0.4"}})
 
+    async def whoami(who: Principal = Depends(auth)) -> JSONResponse:
+        """The token's name and scope (the dashboard shows operate buttons only to operate tokens)."""
+        return JSONResponse({"name": who.name, "scope": who.scope}, headers=NO_STORE)
+
+    api.add_api_route("/api/whoami", whoami, methods=["GET"], tags=["auth"], summary="Who this token is")
+
     async def openapi_schema() -> JSONResponse:
         return JSONResponse(app.openapi())
 
@@ -268,7 +274,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
     app.include_router(page)
     app.include_router(api)
     for router in extra_routers or ():
-        app.include_router(router, dependencies=[Depends(auth)], responses=unauthorized)
+        app.include_router(router, dependencies=[Depends(auth.require("admin"))], responses=unauthorized)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HealthProbe, view=view, service=service, paths=("/health", f"{SEED_PREFIX}/health/"))
     return app

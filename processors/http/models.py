@@ -93,7 +93,7 @@ class AlertList(BaseModel):
 class ResolveRequest(BaseModel):
     alert_id: str = Field(min_length=1, max_length=256)
     reason: str = Field("", max_length=2000, description="Why; kept on the ControlEvent and the resolved alert.")
-    actor: str | None = Field(None, max_length=256, description="Who resolves; defaults to `api`.")
+    actor: str | None = Field(None, max_length=256, description="Ignored: the token's name is the actor.")
 
 
 class ResolveResponse(BaseModel):

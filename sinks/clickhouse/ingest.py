@@ -133,6 +133,11 @@ class Framer:
             self._writers[fp] = w
         return w
 
+    def is_batch(self, value: bytes) -> bool:
+        """Whether ``value`` (a valid single-object message) is a batch; False when it cannot tell."""
+        version = self._registry.by_fingerprint(bytes(value[2:HEADER_LEN])) if len(value) >= HEADER_LEN else None
+        return version is not None and version.name.endswith("Batch")
+
     def frame(self, value: bytes | None) -> tuple[Writer, bytes, int]:
         if not value or len(value) < HEADER_LEN:
             raise DecodeError(f"message of {len(value or b'')} bytes is shorter than the 10-byte header")

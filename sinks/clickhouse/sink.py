@@ -63,6 +63,8 @@ from tocsin.core.clickhouse import connect
 from tocsin.core.component import Component
 from tocsin.core.errors import DecodeError, KafkaError, StoreError
 from tocsin.core.scheduler import Scheduler
+from tocsin.core.validation import screen
+from tocsin.schemas.codec import default_codec
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 from tocsin.sinks.clickhouse.ingest import FaultSwitch, Framer, Group, IngestWriter, Rejected
 from tocsin.sinks.metrics import LAG_INTERVAL_S, MetricsServer, consumer_lag
@@ -148,6 +150,9 @@ class ClickHouseSink(Component):
         self.topics = [cfg.kafka.topics.logs, cfg.kafka.topics.metrics, cfg.kafka.topics.health,
                        cfg.kafka.topics.alerts]
         self.framer = Framer()
+        t = cfg.kafka.topics
+        self._kinds = {t.logs: "logs", t.metrics: "metrics", t.health: "health", t.alerts: "alerts"}
+        self._codec = default_codec()
         self.stats: dict[str, int] = {"batches": 0, "events": 0, "messages": 0, "deadlettered": 0,
                                       "insert_failures": 0, "recovered_ranges": 0, "tombstones": 0,
                                       "rebalances": 0}
@@ -324,6 +329,13 @@ class ClickHouseSink(Component):
             self.stats["tombstones"] += 1
             return
         try:
+            # The processor's checks first (same codec, same reasons), then the framing for the insert.
+            kept, dead = screen(self._kinds[tp.topic], value, self._codec, self.framer.is_batch(value))
+            for dead_value, reason in dead:
+                self._deadletter(tp.topic, tp.partition, rec.offset, rec.key, dead_value, reason)
+            if kept is None:
+                return
+            value = kept  # the same value, or a batch re-encoded without its bad events
             writer, body, events = self.framer.frame(value)
         except DecodeError as exc:
             self._deadletter(tp.topic, tp.partition, rec.offset, rec.key, value, exc.reason)

@@ -323,13 +323,15 @@ class HttpStore:
 
     route = "http"
 
-    def __init__(self, base_url: str, token: str | None, database: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, base_url: str, token: str | None, database: str, timeout_s: float = 60.0,
+                 verify: bool | str = True) -> None:
         import requests
 
         self.base_url = base_url.rstrip("/")
         self.database = database
         self.timeout_s = timeout_s
         self._session = requests.Session()
+        self._session.verify = verify
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
 
@@ -439,10 +441,14 @@ def open_store(cfg: ClickHouseSinkSettings) -> DirectStore | HttpStore:
     if path is not None and not _held_here(url):
         pid = owner_pid(path)
         if pid is not None and pid != os.getpid():
-            token = cfg.api.token.get_secret_value() if cfg.api.token else None
+            # TOCSIN_API_TOKEN (api.token), else the first admin token of the config: the store API wants admin
+            admin = next((t.token for t in cfg.api.tokens if t.scope == "admin"), None)
+            secret = cfg.api.token or admin
+            token = secret.get_secret_value() if secret else None
             host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::") else "127.0.0.1"
-            return HttpStore(f"http://{host}:{cfg.api.port}", token, cfg.clickhouse.database,
-                             cfg.sink_clickhouse.store_api_timeout_s)
+            return HttpStore(f"{cfg.api.scheme}://{host}:{cfg.api.port}", token, cfg.clickhouse.database,
+                             cfg.sink_clickhouse.store_api_timeout_s,
+                             verify=cfg.api.tls_cafile or cfg.api.tls_certfile or True)
     from tocsin.core.clickhouse import connect
 
     return DirectStore(connect(cfg.clickhouse), cfg)

@@ -179,7 +179,7 @@ def test_token_comparison_is_constant_time() -> None:
 
     from tocsin.processors.http import auth
 
-    assert "hmac.compare_digest" in inspect.getsource(auth.TokenAuth.check)
+    assert "hmac.compare_digest" in inspect.getsource(auth.TokenAuth.principal)
 
 
 def test_detailed_health_has_the_seed_shape(view: MemoryView, client: TestClient) -> None:
@@ -278,7 +278,7 @@ def test_resolve_publishes_once_answers_202_twice_and_404_for_unknown(view: Memo
     view.history = [alert("a1", "shop")]
     r = client.post("/api/alerts/resolve", headers=AUTH, json={"alert_id": "a1", "reason": "fixed the db"})
     assert r.status_code == 202 and r.json() == {"alert_id": "a1", "status": "accepted"}
-    assert view.published == [("a1", "fixed the db", "api")]
+    assert view.published == [("a1", "fixed the db", "admin")]  # the token's name (api.token: "admin")
     again = client.post(f"{SEED_PREFIX}/alerts/resolve/", headers=AUTH, json={"alert_id": "a1", "actor": "bob"})
     assert again.status_code == 202 and again.json()["status"] == "already_resolved"
     assert len(view.published) == 1

@@ -192,12 +192,13 @@ def test_resolve_publishes_a_control_event_and_the_alert_leaves(proc: Running) -
     mine = [c for c in controls if c["alert_id"] == alert["alert_id"]]
     assert len(mine) == 1
     assert mine[0]["action"] == "resolve" and mine[0]["reason"] == "gateway failed over"
-    assert mine[0]["actor"] == "alice" and mine[0]["fingerprint"] == alert["fingerprint"]
+    # the actor is the token's name (api.token is the admin token "admin"), never the body's "alice"
+    assert mine[0]["actor"] == "admin" and mine[0]["fingerprint"] == alert["fingerprint"]
     assert codec.decode(codec.encode(CONTROL_EVENT, mine[0]))[0] == CONTROL_EVENT
 
     history = requests.get(f"{proc.url}/api/alerts", headers=AUTH, timeout=10,
                            params={"service": svc, "state": "resolved"}).json()["history"]["items"]
-    assert history and history[0]["resolved_by"] == "alice" and history[0]["alert_id"] == alert["alert_id"]
+    assert history and history[0]["resolved_by"] == "admin" and history[0]["alert_id"] == alert["alert_id"]
 
     def resolved_again() -> bool:
         again = requests.post(f"{proc.url}{SEED_PREFIX}/alerts/resolve/", headers=AUTH,

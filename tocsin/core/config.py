@@ -7,6 +7,7 @@ this module imports no component.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -166,11 +167,36 @@ class ClickHouseConfig(StrictModel):
         return self.url or f"chdb://{paths.home() / 'clickhouse'}"
 
 
+ApiScope = Literal["read", "operate", "admin"]
+
+
+class ApiTokenConfig(StrictModel):
+    """A named bearer token with a scope: read < operate < admin (each includes the ones before)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$",
+                      description="Who this token is: recorded as the actor of every action taken with it.")
+    scope: ApiScope = Field(description="read (dashboard, alerts, health, metrics), operate (+ resolve, "
+                                        "acknowledge, silence), admin (+ store query, cleanup, archive, reload).")
+    token: SecretStr = Field(description="The bearer secret (at least 16 characters).", min_length=16)
+
+
 class ApiConfig(StrictModel):
     """The processor service's HTTP API."""
 
     http_addr: str = Field("127.0.0.1:8080", description="host:port the HTTP API listens on.")
-    token: SecretStr | None = Field(None, description="Bearer token for everything but /health.")
+    token: SecretStr | None = Field(None, description="Bearer token for everything but /health: an admin "
+                                                      "token named `admin` (kept for compatibility).")
+    tokens: list[ApiTokenConfig] = Field(default_factory=list, description="Named, scoped bearer tokens.")
+    tokens_file: str | None = Field(None, description="YAML list of tokens like `tokens`, re-read when it "
+                                                      "changes (rotation without a restart).")
+    tls_certfile: str | None = Field(None, description="PEM certificate (chain): the API serves HTTPS with it.")
+    tls_keyfile: str | None = Field(None, description="PEM private key of tls_certfile.")
+    tls_cafile: str | None = Field(None, description="CA the CLI trusts for the API (default: tls_certfile, "
+                                                     "for a self-signed one; else the system store).")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
     service_name: str = Field("tocsin", description="Reported as `service` by /health.")
 
     @field_validator("http_addr")
@@ -203,3 +229,55 @@ class Wiring(Protocol):
     def clickhouse(self) -> ClickHouseConfig: ...
     @property
     def api(self) -> ApiConfig: ...
+
+
+# -- secret masking -------------------------------------------------------------------------------
+
+MASK = "***"
+SECRET_PARAMS = ("token", "key", "secret", "password", "passwd", "pwd", "sig", "signature", "auth",
+                 "credential", "session", "code")
+"""Query parameters whose values are credentials when their name contains one of these (api_key, X-Amz-Signature)."""
+_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:?#]*):(?P<pw>[^@\s/?#]*)@")
+_PARAM_RE = re.compile(r"(?P<name>[?&;][^=&#\s]*(?:" + "|".join(SECRET_PARAMS) + r")[^=&#\s]*)=(?P<value>[^&#\s'\"]+)",
+                       re.IGNORECASE)
+_BEARER_RE = re.compile(r"(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials inside URLs and DSNs masked: ``user:pass@`` passwords, secret-looking query
+    parameters (``?token=``, ``api_key=``, ``X-Amz-Signature=``) and ``Bearer``/``Basic`` credentials."""
+    if "://" not in text and "=" not in text and "earer" not in text and "asic" not in text:
+        return text
+    text = _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _PARAM_RE.sub(lambda m: f"{m['name']}={MASK}", text)
+    return _BEARER_RE.sub(lambda m: f"{m['kind']} {MASK}", text)
+
+
+def redact_tree(value: Any) -> Any:
+    """Every string in a JSON-like tree ``redact``-ed (for ``config show``, health details, API documents)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_tree(v) for v in value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks credentials in the message, its arguments and string extras."""
+
+    _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg = redact(record.getMessage())
+            record.args = None
+        except Exception:  # a broken format must still be logged, as logging itself would
+            pass
+        for k, v in list(record.__dict__.items()):
+            if k not in self._STANDARD and isinstance(v, str):
+                setattr(record, k, redact(v))
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True

@@ -6,6 +6,12 @@ with Maven (``docker/kafka/pom.xml``), formats the storage once, starts
 succeeds. Its pid and address are recorded in ``DATA_DIR/state.json`` so that
 ``up()`` twice reuses the running broker and ``down()`` can stop it.
 
+``up(secure=SecureSetup(...))`` adds a SASL_SSL listener (SCRAM-SHA-512 and
+PLAIN) on its own port, with a CA and a broker certificate made at start
+(``cryptography``, PEM keystore) and the SCRAM user written at format time;
+the PLAINTEXT listener stays for the broker itself (inter-broker and
+controller traffic on 127.0.0.1).
+
 A broker started for a test run or a benchmark (``up(owner_pid=...)``) gets a
 watcher process: when the owner dies without calling ``down()`` (SIGKILL, a CI
 timeout), the watcher stops the broker and removes its scratch directory, so no
@@ -40,6 +46,14 @@ STOP_TIMEOUT_S = 30.0
 WATCH_INTERVAL_S = 1.0
 
 
+@dataclass(frozen=True)
+class SecureSetup:
+    """The SASL_SSL listener's user (SCRAM-SHA-512 and PLAIN accept the same password)."""
+
+    username: str = "tocsin"
+    password: str = "tocsin-secret"
+
+
 @dataclass
 class BrokerState:
     pid: int
@@ -47,6 +61,12 @@ class BrokerState:
     controller_port: int
     data_dir: str
     version: str
+    secure_port: int | None = None
+    ca_file: str | None = None
+
+    @property
+    def secure_bootstrap(self) -> str | None:
+        return f"127.0.0.1:{self.secure_port}" if self.secure_port else None
 
     @property
     def bootstrap(self) -> str:
@@ -158,13 +178,72 @@ def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
         consumer.close()
 
 
-def _render_config(data_dir: Path, port: int, controller_port: int) -> Path:
+def _render_config(data_dir: Path, port: int, controller_port: int, secure: SecureSetup | None = None,
+                   secure_port: int | None = None) -> Path:
     text = (POM_DIR / "server.properties.template").read_text()
     for key, value in {"PORT": port, "CONTROLLER_PORT": controller_port, "DATA_DIR": data_dir}.items():
         text = text.replace("${" + key + "}", str(value))
+    if secure is not None:
+        tls = _make_certificates(data_dir / "tls")
+        listener = f"SASL_SSL://127.0.0.1:{secure_port}"
+        text = (text.replace(f"listeners=PLAINTEXT://127.0.0.1:{port},",
+                             f"listeners=PLAINTEXT://127.0.0.1:{port},{listener},")
+                .replace(f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                         f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},{listener}")
+                .replace("listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                         "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL"))
+        plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
+                 f'user_{secure.username}="{secure.password}";')
+        text += "\n".join([
+            "", "# SASL_SSL listener (localkafka --secure)",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+            f"listener.name.sasl_ssl.plain.sasl.jaas.config={plain}",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type=PEM", f"ssl.keystore.location={tls / 'broker.pem'}", "",
+        ])
     out = data_dir / "server.properties"
     out.write_text(text)
     return out
+
+
+def _make_certificates(directory: Path) -> Path:
+    """A CA (``ca.pem``) and a broker certificate for 127.0.0.1/localhost signed by it, with its key, in
+    ``broker.pem`` (Kafka's PEM keystore: key then chain). Made once per data directory."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    if (directory / "broker.pem").exists():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tocsin local CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "broker.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(pem) + ca.public_bytes(pem))
+    os.chmod(directory / "broker.pem", 0o600)
+    return directory
 
 
 def _log_tail(data_dir: Path, n: int = 30) -> str:
@@ -176,8 +255,8 @@ def _log_tail(data_dir: Path, n: int = 30) -> str:
 
 
 def up(port: int | None = None, data_dir: Path | None = None, heap: str = DEFAULT_HEAP,
-       timeout_s: float = START_TIMEOUT_S, owner_pid: int | None = None, remove_on_orphan: bool = False
-       ) -> BrokerState:
+       timeout_s: float = START_TIMEOUT_S, owner_pid: int | None = None, remove_on_orphan: bool = False,
+       secure: SecureSetup | None = None) -> BrokerState:
     """Starts the local broker, or returns the one already running for ``data_dir``.
 
     With ``owner_pid`` the new broker is stopped when that process dies (and ``data_dir`` removed
@@ -195,14 +274,17 @@ def up(port: int | None = None, data_dir: Path | None = None, heap: str = DEFAUL
     (data_dir / "logs").mkdir(exist_ok=True)
     port = port or _free_port()
     controller_port = _free_port()
-    config = _render_config(data_dir, port, controller_port)
+    secure_port = _free_port() if secure is not None else None
+    config = _render_config(data_dir, port, controller_port, secure, secure_port)
     classpath = f"{libs}/*"
     if not (data_dir / "log" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        scram = ["--add-scram", f"SCRAM-SHA-512=[name={secure.username},password={secure.password}]"] \
+            if secure is not None else []
         fmt = subprocess.run(
             # "--cluster-id=" form: a random id starting with "-" would read as an option otherwise.
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
-             str(config)],
+             str(config), *scram],
             capture_output=True, text=True,
         )
         if fmt.returncode != 0:
@@ -216,7 +298,8 @@ def up(port: int | None = None, data_dir: Path | None = None, heap: str = DEFAUL
     with open(data_dir / "stdout.log", "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=data_dir)
-    state = BrokerState(proc.pid, port, controller_port, str(data_dir), kafka_version())
+    state = BrokerState(proc.pid, port, controller_port, str(data_dir), kafka_version(), secure_port,
+                        str(data_dir / "tls" / "ca.pem") if secure is not None else None)
     (data_dir / "state.json").write_text(json.dumps(asdict(state)))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

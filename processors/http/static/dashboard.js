@@ -15,6 +15,7 @@
   let token = null;
   let timer = null;
   let inFlight = false;
+  let canOperate = null;  // from /api/whoami: resolve buttons only for operate and admin tokens
   const resolving = new Set();  // alert ids resolved from this page, until they leave the active list
 
   const $ = (id) => document.getElementById(id);
@@ -94,6 +95,7 @@
 
   function showLogin(message) {
     storeToken(null);
+    canOperate = null;
     if (timer) { clearInterval(timer); timer = null; }
     $("main").hidden = true;
     $("logout").hidden = true;
@@ -110,10 +112,17 @@
     if (!timer) timer = setInterval(refresh, REFRESH_MS);
   }
 
+  async function loadScope() {
+    const resp = await api("/api/whoami");
+    const who = resp.ok ? await resp.json() : {scope: "read"};
+    canOperate = who.scope === "operate" || who.scope === "admin";
+  }
+
   async function refresh() {
     if (inFlight || !token) return;
     inFlight = true;
     try {
+      if (canOperate === null) await loadScope();
       const resp = await api("/api/dashboard");
       if (!resp.ok) throw new Error("HTTP " + resp.status);
       render(await resp.json());
@@ -184,7 +193,7 @@
       button.disabled = resolving.has(a.alert_id);
       button.addEventListener("click", () => resolveAlert(a.alert_id, tr, button));
       const action = el("td");
-      action.append(button);
+      if (canOperate) action.append(button);
       const sev = el("td");
       sev.append(badge(a.severity));
       const state = el("td");
@@ -323,8 +332,10 @@
     const value = $("token").value.trim();
     if (!value) return;
     storeToken(value);
+    canOperate = null;
     $("login-button").disabled = true;
     try {
+      await loadScope();
       const resp = await api("/api/dashboard");
       if (!resp.ok) throw new Error("HTTP " + resp.status);
       showMain();

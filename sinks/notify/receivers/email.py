@@ -13,6 +13,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from tocsin.core.validation import safe_text
 from tocsin.sinks.notify.config import EmailReceiverConfig, SmtpConfig
 from tocsin.sinks.notify.receivers.base import DeliveryResult, Notification, Notifier
 
@@ -23,14 +24,15 @@ def build_message(subject: str, text: str, html: str | None, from_addr: str, to:
                   message_id: str | None = None) -> EmailMessage:
     """A multipart/alternative message (text first, so clients prefer the HTML they can show)."""
     msg = EmailMessage()
-    msg["Subject"] = " ".join(subject.split())[:SUBJECT_MAX_CHARS]
+    # One line (no header injection), control characters shown escaped (no ANSI in a mail client or terminal).
+    msg["Subject"] = safe_text(" ".join(subject.split()), one_line=True)[:SUBJECT_MAX_CHARS]
     msg["From"] = from_addr
     msg["To"] = ", ".join(to)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id or make_msgid(domain="tocsin")
-    msg.set_content(text or subject)
+    msg.set_content(safe_text(text or subject))
     if html:
-        msg.add_alternative(html, subtype="html")
+        msg.add_alternative(safe_text(html), subtype="html")
     return msg
 
 

@@ -3,8 +3,8 @@
 Only attachments carry a colour bar, so the payload is ``{"text": <fallback>,
 "attachments": [{"color", "blocks": [header, section, context]}]}``. Texts
 come from the ``title`` and ``text`` templates (mrkdwn, escaped as Slack asks:
-``&``, ``<`` and ``>``). Slack answers 200 ``ok``, 4xx for a bad payload or a
-revoked hook, 429 with Retry-After when rate limited.
+``&``, ``<`` and ``>``); the context block's group labels are escaped here.
+Slack answers 200 ``ok``, 4xx for a bad payload or a revoked hook, 429 with Retry-After when rate limited.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from tocsin.sinks.notify.config import SlackReceiverConfig
 from tocsin.sinks.notify.receivers.base import DeliveryResult, Notification, Notifier
+from tocsin.sinks.notify.templates import slack_escape
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks).
 HEADER_MAX_CHARS = 150
@@ -33,7 +34,9 @@ def _cut(text: str, limit: int) -> str:
 def slack_payload(n: Notification, channel: str | None = None, username: str | None = None) -> dict[str, Any]:
     title = _cut(n.text("title", f"[{n.status.upper()}] {n.receiver}").strip(), HEADER_MAX_CHARS)
     text = _cut(n.text("text", title).strip() or title, SECTION_MAX_CHARS)
-    context = ", ".join(f"{k}={v}" for k, v in sorted(n.group_labels.items())) or "all alerts"
+    # Labels are the alert's own values, not template output: escaped here (a label "<!channel>" must not ping).
+    context = ", ".join(f"{slack_escape(k)}={slack_escape(v)}" for k, v in sorted(n.group_labels.items())) \
+        or "all alerts"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from tocsin.app.cli.app import config_of
+from tocsin.core.config import RedactingFilter
 from tocsin.core.errors import ConfigError
 
 agent_app = typer.Typer(help="Agents that run on application servers.\n\nExample: tocsin agent metrics --once",
@@ -22,6 +23,8 @@ agent_app = typer.Typer(help="Agents that run on application servers.\n\nExample
 def _log_to_stderr() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # credentials inside URLs never reach the log
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
 
 

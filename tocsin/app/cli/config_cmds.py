@@ -9,6 +9,7 @@ import yaml
 
 from tocsin.app.cli.app import config_of
 from tocsin.app.configdoc import markdown
+from tocsin.core.config import redact_tree
 
 config_app = typer.Typer(help="The configuration: effective values, the reference of every key, validation.",
                          no_args_is_help=True)
@@ -21,7 +22,8 @@ def show(ctx: typer.Context) -> None:
     Example: tocsin --config tocsin.yaml config show
     """
     cfg = config_of(ctx)
-    typer.echo(yaml.safe_dump(json.loads(cfg.model_dump_json(exclude={"source"})), sort_keys=False), nl=False)
+    shown = redact_tree(json.loads(cfg.model_dump_json(exclude={"source"})))  # SecretStr masked; URLs too
+    typer.echo(yaml.safe_dump(shown, sort_keys=False), nl=False)
 
 
 @config_app.command("check")

@@ -19,11 +19,10 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from tocsin.app.cli.app import config_of
 from tocsin.core.errors import SinkError, StoreError
-from tocsin.core.validation import safe_text
+from tocsin.core.validation import safe_cells, safe_json, safe_text
 
 db_app = typer.Typer(help="The ClickHouse schema of Tocsin's history.", no_args_is_help=True)
 console = Console()
@@ -82,11 +81,6 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _shown(v: Any) -> Text:
-    """A table cell for a terminal: control characters escaped, never read as rich markup."""
-    return Text(safe_text(_cell(v), one_line=True))
-
-
 def query(
     ctx: typer.Context,
     sql: str | None = typer.Argument(None, help="One SELECT over Tocsin's tables (unqualified names are its own)."),
@@ -124,8 +118,8 @@ def query(
     finally:
         store.close()
     if fmt is QueryFormat.json:
-        typer.echo(json.dumps([dict(zip(res.columns, row, strict=True)) for row in res.rows], indent=2,
-                              ensure_ascii=False))
+        typer.echo(safe_json(json.dumps([dict(zip(res.columns, row, strict=True)) for row in res.rows], indent=2,
+                                        ensure_ascii=False)))
     elif fmt is QueryFormat.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -133,9 +127,11 @@ def query(
         writer.writerows([safe_text(_cell(v)) for v in row] for row in res.rows)
         typer.echo(buf.getvalue(), nl=False)
     else:
-        table = Table(*[_shown(c) for c in res.columns], show_lines=False)
+        table = Table(show_lines=False)
+        for header in safe_cells(res.columns):
+            table.add_column(header)
         for row in res.rows:
-            table.add_row(*[_shown(v) for v in row])
+            table.add_row(*safe_cells(_cell(v) for v in row))
         console.print(table)
         console.print(f"{len(res.rows)} row(s)", style="dim")
     if res.truncated:
@@ -171,6 +167,10 @@ def report(
             raise SinkError(f"summary email not delivered: {result.error}")
         typer.echo(f"mailed the report to {', '.join(cfg.monitoring_summary_recipients)}", err=True)
     text = render_report(doc, fmt.value)
+    if fmt in (ReportFormat.text, ReportFormat.md):  # service names and messages are hostile: no escapes
+        text = safe_text(text)
+    elif fmt is ReportFormat.json:
+        text = safe_json(text)
     if out is None:
         typer.echo(text, nl=False)
         return

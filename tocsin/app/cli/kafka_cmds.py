@@ -23,16 +23,31 @@ console = Console()
 def kafka_up(
     port: int | None = typer.Option(None, help="Port to listen on (default: a free one)."),
     data: Path | None = typer.Option(None, help="Data directory (default: $TOCSIN_HOME/kafka)."),
+    secure: bool = typer.Option(False, "--secure", help="Also a SASL_SSL listener (SCRAM-SHA-512, PLAIN); its "
+                                "client settings go to DATA/tls/client.yaml (mode 600), never to the terminal."),
 ) -> None:
     """Start the local broker, or reuse the running one; the last line is bootstrap=HOST:PORT.
 
     Example: tocsin kafka up --port 9092
     """
+    import secrets
+
+    import yaml
+
     if localkafka.running(data) is None:
         typer.echo("resolving Kafka jars (first run downloads them with Maven)...", err=True)
         localkafka.ensure_jars()
-    state = localkafka.up(port=port, data_dir=data)
+    setup = localkafka.SecureSetup(password=secrets.token_urlsafe(18)) if secure else None
+    state = localkafka.up(port=port, data_dir=data, secure=setup)
     typer.echo(f"pid={state.pid} data={state.data_dir} version={state.version}")
+    if setup is not None and state.secure_port:
+        client = Path(state.data_dir) / "tls" / "client.yaml"
+        client.write_text(yaml.safe_dump({"kafka": {
+            "bootstrap_servers": state.secure_bootstrap, "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": setup.username,
+            "sasl_plain_password": setup.password, "ssl_cafile": state.ca_file}}))
+        client.chmod(0o600)
+        typer.echo(f"secure_bootstrap={state.secure_bootstrap} client_config={client}")
     typer.echo(f"bootstrap={state.bootstrap}")
 
 

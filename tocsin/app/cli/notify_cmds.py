@@ -13,6 +13,7 @@ import typer
 
 from tocsin.app.cli.app import config_of
 from tocsin.core.errors import ConfigError, SinkError
+from tocsin.core.validation import safe_cells, safe_text
 
 notify_app = typer.Typer(help="Notifications: send a test through a receiver.\n\nExample: tocsin notify test",
                          no_args_is_help=True)
@@ -116,7 +117,7 @@ def test(
             line = f"{rc.name} ({rc.type}) {state}: {outcome} after {n} attempt(s){detail}"
             if result.error:
                 line += f": {result.error}"
-            typer.echo(line)
+            typer.echo(safe_text(line, one_line=True))
             if result.outcome != "sent":
                 failed.append(rc.name)
     if failed:
@@ -153,8 +154,8 @@ def silence_add(
     start_us = parse_start(start) if start else None
     event = create_event(matchers, parse_duration(duration), reason, author, start_us=start_us)
     publish(cfg.kafka, cfg.kafka.topics.silences, event)
-    typer.echo(f"{event['silence_id']} from {_fmt_ts(event['starts_at'])} until {_fmt_ts(event['ends_at'])}: "
-               f"{', '.join(str(m) for m in matchers)}")
+    typer.echo(safe_text(f"{event['silence_id']} from {_fmt_ts(event['starts_at'])} until {_fmt_ts(event['ends_at'])}: "
+                         f"{', '.join(str(m) for m in matchers)}", one_line=True))
 
 
 @silence_app.command("expire")
@@ -206,8 +207,8 @@ def silence_list(
         return
     table = Table("id", "state", "matchers", "from", "until", "reason", "created by")
     for s in silences:
-        table.add_row(s.id, s.state(now), ", ".join(str(m) for m in s.matchers), _fmt_ts(s.starts_at_us),
-                      _fmt_ts(s.ends_at_us), s.reason, s.actor)
+        table.add_row(*safe_cells([s.id, s.state(now), ", ".join(str(m) for m in s.matchers), _fmt_ts(s.starts_at_us),
+                                   _fmt_ts(s.ends_at_us), s.reason, s.actor]))
     Console().print(table)
 
 

@@ -14,6 +14,7 @@ from tocsin.app import alertlog, supervisor
 from tocsin.app.cli.app import config_of
 from tocsin.app.status import collect
 from tocsin.core.events import iso
+from tocsin.core.validation import safe_cells, safe_text
 
 console = Console()
 
@@ -87,8 +88,9 @@ def alerts(
                 if as_json:
                     typer.echo(json.dumps(ev))
                 else:
-                    typer.echo(f"{iso(ev['ts'])} {ev['previous_state']}->{ev['state']:<8} {ev['severity']:<8} "
-                               f"{ev['rule']} {ev['labels']} value={ev['value']} alert_id={ev['alert_id']}")
+                    typer.echo(safe_text(f"{iso(ev['ts'])} {ev['previous_state']}->{ev['state']:<8} "
+                                         f"{ev['severity']:<8} {ev['rule']} {ev['labels']} value={ev['value']} "
+                                         f"alert_id={ev['alert_id']}", one_line=True))
         except KeyboardInterrupt:
             return
         return
@@ -100,7 +102,7 @@ def alerts(
         return
     table = Table("alert_id", "rule", "service", "severity", "state", "value", "started", "ended")
     for a in rows:
-        table.add_row(*_row(a))
+        table.add_row(*safe_cells(_row(a)))
     console.print(table if rows else "no active alerts")
 
 

@@ -10,6 +10,7 @@ import typer
 from tocsin.app import supervisor
 from tocsin.app.cli.app import config_of
 from tocsin.app.services import SERVICES, builder, with_heartbeats
+from tocsin.core.config import RedactingFilter
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -41,6 +42,7 @@ def start(
         return
     handler = logging.StreamHandler()
     handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # credentials inside URLs never reach the service log
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     component = with_heartbeats(cfg, service, builder(service)(cfg))
 
