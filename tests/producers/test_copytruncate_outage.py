@@ -33,7 +33,8 @@ from tocsin.core import localkafka
 from tocsin.core.kafka import create_topics
 from tocsin.producers.config import LogInputConfig, LogShipConfig
 from tocsin.producers.logship import LogShipper
-from tocsin.producers.logship.identity import fingerprint, id_prefix
+from tocsin.producers.logship.checkpoints import FileState
+from tocsin.producers.logship.identity import copy_identity, fingerprint, id_prefix, new_state
 
 FP_BYTES = LogShipConfig().fingerprint_bytes
 BEFORE = 500  # shipped and acknowledged before the outage
@@ -197,3 +198,58 @@ def test_copytruncate_while_broker_down_and_shipper_killed_keeps_event_ids(
             proc.wait(20)
         if proc.poll() is None:
             proc.kill()
+
+
+def _known(path: Path, offset: int) -> FileState:
+    """The state a shipper would have for ``path`` with ``offset`` acknowledged."""
+    st = path.stat()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fp, got = fingerprint(fd, FP_BYTES)
+    finally:
+        os.close(fd)
+    state = new_state((st.st_dev, st.st_ino), fp, got, 0, str(path), "shop", time.time())
+    state.offset = offset
+    return state
+
+
+def _as_copy(path: Path, states: list[FileState], live: set[str] = frozenset()) -> tuple[bool, FileState | None]:
+    st = path.stat()
+    return copy_identity(str(path), (st.st_dev, st.st_ino), st.st_size, "shop", states, set(live), FP_BYTES)
+
+
+HEADER = "# service=shop format=json v1\n"  # a short header every file of this service starts with
+
+
+def test_a_copy_of_a_truncated_file_continues_its_identity(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(HEADER + "".join(numbered(i, pad=40) for i in range(50)))
+    state = _known(log, 1000)
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    assert _as_copy(tmp_path / "app.log.1", [state]) == (True, None)  # not truncated yet: a duplicate
+    assert _as_copy(tmp_path / "app.log.1", [state], live={state.id}) == (True, None)
+    os.truncate(log, 0)
+    skip, cont = _as_copy(tmp_path / "app.log.1", [state])
+    assert not skip and cont is not None
+    assert (cont.id, cont.gen, cont.offset, cont.done) == (state.id, 0, 1000, False)
+    assert cont.key == ((tmp_path / "app.log.1").stat().st_dev, (tmp_path / "app.log.1").stat().st_ino)
+    os.truncate(tmp_path / "app.log.1", 900)  # a copy no longer than what was acknowledged: nothing to ship
+    skip, cont = _as_copy(tmp_path / "app.log.1", [state])
+    assert cont is not None and cont.done and cont.id == state.id
+
+
+def test_a_new_file_sharing_only_a_short_header_is_not_merged(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(HEADER + "".join(numbered(i, pad=40) for i in range(50)))
+    state = _known(log, 1000)
+    os.truncate(log, 0)  # the known file no longer holds its bytes, so only the fingerprint could merge
+    other = tmp_path / "app.log.2"
+    other.write_text(HEADER + "".join(numbered(i, pad=41) for i in range(50)))
+    assert _as_copy(other, [state]) == (False, None)  # first fingerprint_bytes differ after the header
+    # A file fingerprinted while it held only the header (fp_len < fingerprint_bytes) vouches for nothing.
+    short = tmp_path / "other.log"
+    short.write_text(HEADER)
+    header_only = _known(short, len(HEADER))
+    assert header_only.fp_len == len(HEADER) < FP_BYTES
+    os.truncate(short, 0)
+    assert _as_copy(other, [header_only]) == (False, None)
