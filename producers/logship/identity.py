@@ -4,6 +4,14 @@ The event-id prefix of a file's lines derives from that identity (with the
 host), so a line shipped twice, after a crash or a rewind, keeps one id. A
 file beside a truncated one with the same first bytes is its copy
 (copytruncate); a changed prefix means the file was truncated and refilled.
+
+A new inode whose first bytes equal a known file's is that file's copy and
+continues its identity (``copy_identity``), as Vector's checksum fingerprints
+make a copy the same file: its lines keep their event ids and the checkpoint's
+offset. Only a full ``fingerprint_bytes`` fingerprint vouches for that; a file
+fingerprinted while shorter (a lone header line) is never matched, and two
+genuinely different files must differ somewhere in their first
+``fingerprint_bytes`` bytes (raise it above any header longer than that).
 """
 
 from __future__ import annotations
@@ -11,6 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
+from collections.abc import Iterable
+from dataclasses import replace
 
 from tocsin.core.events import HOSTNAME
 from tocsin.producers.logship.checkpoints import FileState
@@ -95,3 +106,58 @@ def find_copy(directory: str, state: FileState, min_size: int) -> tuple[str, Fil
         if got == state.fp_len and fp == state.fp:
             return path, key
     return None
+
+
+def holds(state: FileState) -> bool:
+    """True while the inode ``state`` names exists at its path and still starts with the bytes it was known by."""
+    try:
+        fd = os.open(state.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != state.key:
+            return False
+        fp, got = fingerprint(fd, state.fp_len)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return got == state.fp_len and fp == state.fp
+
+
+def copy_identity(path: str, key: FileKey, size: int, service: str, states: Iterable[FileState],
+                  live_ids: set[str], fp_bytes: int) -> tuple[bool, FileState | None]:
+    """Whether an unknown file is a copy of a known one: (skip it for now, the state it continues).
+
+    A copy of a file still being read (``live_ids``: the truncation of a
+    copytruncate is handled by the reader, which then adopts the copy) or of
+    one that still holds its first bytes (a plain duplicate) is skipped. Else
+    the copy continues the known file's identity from its acknowledged
+    offset; a copy no longer than that offset holds nothing unshipped and is
+    recorded as finished.
+    """
+    matches = [s for s in states if s.key != key and s.service == service and s.fp and s.fp_len >= fp_bytes]
+    if not matches:
+        return False, None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False, None
+    try:
+        heads: dict[int, tuple[str, int]] = {}
+        for state in sorted(matches, key=lambda s: s.seen, reverse=True):  # the most recently seen first
+            if state.fp_len not in heads:
+                heads[state.fp_len] = fingerprint(fd, state.fp_len)
+            if heads[state.fp_len] != (state.fp, state.fp_len):
+                continue
+            if state.id in live_ids or holds(state):
+                return True, None
+            done = size <= state.offset
+            return False, replace(state, dev=key[0], ino=key[1], path=path, seen=time.time(), done=done,
+                                  offset=size if done else state.offset)
+    except OSError:
+        return False, None
+    finally:
+        os.close(fd)
+    return False, None

@@ -272,10 +272,22 @@ class LogShipper(Component):
                 log.info("Empty file: nothing to ship yet.", extra={"path": path})
             return  # identity needs content; the next scan looks again
         prior = self._known.get(key)
+        copy = False
+        if prior is None:  # a copy of a known file (copytruncate) continues its identity, never starts a new one
+            states = {**self._known, **{k: t.state for k, t in self.tailers.items()}}.values()
+            live = {t.state.id for t in self.tailers.values() if t.fd is not None}
+            skip, prior = identity.copy_identity(path, key, size, source.service, states, live,
+                                                 self.settings.fingerprint_bytes)
+            if skip:
+                return
+            if prior is not None:
+                copy = self._dirty = True
+                self._known[key] = prior
+                log.info("A copy of a known file: continuing its identity.", extra={"path": path})
         if prior is not None and prior.done and size <= prior.offset:
             prior.seen = time.time()  # finished earlier (a rotated file the glob also matches)
             return
-        t = self._new_tailer(source, path, key, prior)
+        t = self._new_tailer(source, path, key, prior, rotated=copy)
         if t is None:
             return
         if self._first_scan:
