@@ -49,6 +49,11 @@ class ProcessorConfig(StrictModel):
     changelog_timeout_s: float = Field(
         60.0, gt=0, description="One attempt at reading the alert changelog on assignment; a timeout goes on "
         "from where it stopped after a backoff.")
+    max_services: int = Field(
+        5_000, ge=1, description="Services whose last-hour statistics (dashboard, summaries) are kept; the least "
+        "recently updated are evicted beyond it, and any silent for idle_series_evict_s.")
+    max_health_entries: int = Field(
+        50_000, ge=1, description="Latest health entries (service, check) kept; evicted like max_services.")
     recent_transitions: int = Field(1000, ge=0, description="Transitions kept in memory for the HTTP API.")
 
 

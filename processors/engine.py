@@ -30,6 +30,7 @@ Time model (event time everywhere, processing time only to move idle clocks):
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import math
@@ -49,6 +50,10 @@ LATENCY_METRIC = "api_response_time"
 HEARTBEAT_METRIC = "tocsin_heartbeat"  # tocsin.core.heartbeat.HEARTBEAT_METRIC
 STATS_BUCKET_US = 60_000_000
 STATS_BUCKETS = 60
+MAX_SERVICES = 5_000
+"""Services with last-hour statistics kept (~5 KB each): least recently updated go first beyond it."""
+MAX_HEALTH = 50_000
+"""Latest-health entries (service, check) kept; least recently updated go first beyond it."""
 """Per-service summary for the HTTP API: one hour in one-minute buckets."""
 RETIRED = 1 << 62
 """``Series.evaluated_at`` of a series whose rule a reload removed: never evaluated again."""
@@ -71,6 +76,7 @@ class Counters:
     duplicates_suppressed: int = 0
     evaluations: int = 0
     control_applied: int = 0
+    evicted: int = 0  # per-service statistics and latest-health entries forgotten (idle, or over the cap)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -142,11 +148,12 @@ class PartitionState:
 class ServiceStats:
     """Last-hour error count and latency sketch of one service (cheap answers for the HTTP API)."""
 
-    __slots__ = ("errors", "latency")
+    __slots__ = ("errors", "latency", "seen")
 
     def __init__(self) -> None:
         self.errors = SlidingWindow(STATS_BUCKET_US, STATS_BUCKETS, extrema=False)
         self.latency = SlidingWindow(STATS_BUCKET_US, STATS_BUCKETS, quantiles=True, extrema=False)
+        self.seen = -1  # event time of the newest sample (idle eviction)
 
 
 class Engine:
@@ -167,7 +174,8 @@ from tocsin.processors.rules import parse_rules
 
     def __init__(self, rules: RuleSet, *, eval_interval_us: int = 1_000_000, grace_us: int = 10_000_000,
                  max_future_us: int = 5_000_000, max_catchup_steps: int = 600,
-                 idle_evict_us: int = 3600_000_000, wall: Callable[[], int] = now_us) -> None:
+                 idle_evict_us: int = 3600_000_000, wall: Callable[[], int] = now_us,
+                 max_services: int = MAX_SERVICES, max_health: int = MAX_HEALTH) -> None:
         self.rules = rules
         self.eval_us = eval_interval_us
         self.grace_us = grace_us
@@ -180,8 +188,12 @@ from tocsin.processors.rules import parse_rules
         self.by_fingerprint: dict[str, tuple[PartitionState, Series]] = {}
         self.outbox: list[Transition] = []
         self.counters = Counters()
-        self.service_stats: dict[str, ServiceStats] = {}
-        self.latest_health: dict[tuple[str, str], dict[str, Any]] = {}
+        # Least recently updated first: eviction by idle time and by cap pops from the front (memory follows
+        # live services, not every name ever seen).
+        self.service_stats: collections.OrderedDict[str, ServiceStats] = collections.OrderedDict()
+        self.latest_health: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
+        self.max_services = max_services
+        self.max_health = max_health
         self.patterns = {r.index: PatternMemory(int(r.spec.unseen_for * 1e6), r.spec.max_patterns_per_service)
                          for r in rules.rules if r.is_pattern}
         """new_pattern rules: the patterns each service logged (shared by the partitions of this process)."""
@@ -256,20 +268,20 @@ from tocsin.processors.rules import parse_rules
             name = rec["name"]
             feeds = ps.feeds_by_metric.get(name, ps.feeds_any_metric)
             if name == LATENCY_METRIC:
-                self._stats(rec["service"]).latency.add(ts, rec["value"])
+                self._stats(rec["service"], ts).latency.add(ts, rec["value"])
             elif name == HEARTBEAT_METRIC:  # self-monitoring: each component's last beat, as a health entry
                 component = rec["labels"].get("component", "?")
-                self.latest_health[(rec["service"], f"heartbeat:{component}")] = {
+                self._health((rec["service"], f"heartbeat:{component}"), {
                     "event_id": rec["event_id"], "ts": ts, "service": rec["service"], "host": rec["host"],
                     "check": f"heartbeat:{component}", "status": "healthy", "response_time_ms": None,
-                    "details": {"component": component, "last_beat": str(ts)}, "error": None}
+                    "details": {"component": component, "last_beat": str(ts)}, "error": None})
         else:
             feeds = ps.feeds
             if source == "logs":
                 if rec["level"] in ERROR_LEVELS:
-                    self._stats(rec["service"]).errors.add(ts, 1.0)
+                    self._stats(rec["service"], ts).errors.add(ts, 1.0)
             elif source == "health":
-                self.latest_health[(rec["service"], rec["check"])] = rec
+                self._health((rec["service"], rec["check"]), rec)
         for feed in feeds:
             feed(rec, ts)
 
@@ -367,11 +379,46 @@ from tocsin.processors.rules import parse_rules
         if deadline < ps.absence_next.get(rule.index, math.inf):
             ps.absence_next[rule.index] = deadline
 
-    def _stats(self, service: str) -> ServiceStats:
-        st = self.service_stats.get(service)
+    def _stats(self, service: str, ts: int) -> ServiceStats:
+        stats = self.service_stats
+        st = stats.get(service)
         if st is None:
-            st = self.service_stats[service] = ServiceStats()
+            st = stats[service] = ServiceStats()
+            if len(stats) > self.max_services:
+                stats.popitem(last=False)
+                self.counters.evicted += 1
+        else:
+            stats.move_to_end(service)
+        if ts > st.seen:
+            st.seen = ts
         return st
+
+    def _health(self, key: tuple[str, str], rec: dict[str, Any]) -> None:
+        health = self.latest_health
+        if health.pop(key, None) is None and len(health) >= self.max_health:
+            health.popitem(last=False)
+            self.counters.evicted += 1
+        health[key] = rec
+
+    def evict_idle(self, now_us: int | None = None) -> int:
+        """Forgets statistics and health entries with no event for ``idle_evict_us`` of event time; returns how many.
+
+        Cheap when nothing is idle: both tables are ordered by last update, so only their fronts are read.
+        """
+        t = now_us if now_us is not None else self.clock()
+        if t < 0:
+            return 0
+        horizon = t - self.idle_evict_us
+        n = 0
+        for table, seen in ((self.service_stats, lambda v: v.seen), (self.latest_health, lambda v: v["ts"])):
+            while table:
+                first = next(iter(table.values()))
+                if seen(first) >= horizon:
+                    break
+                table.popitem(last=False)
+                n += 1
+        self.counters.evicted += n
+        return n
 
     # -- evaluation --------------------------------------------------------------------------
 

@@ -102,6 +102,8 @@ SEND_BLOCK_MS = 5_000
 DEADLETTER_MAX_BYTES = 1_000_000
 """Dead-letter values are cut to this: under Kafka's default max.message.bytes (1 MiB) with the headers."""
 CHANGELOG_BACKOFF_S = 1.0
+EVICT_INTERVAL_S = 10.0
+"""How often idle per-service statistics and health entries are looked for (only the oldest are read)."""
 CHANGELOG_BACKOFF_MAX_S = 30.0
 POLL_TIMEOUT_MS = 100
 RATE_WINDOW_S = 10.0
@@ -185,6 +187,7 @@ class ProcessorService(Component):
         self.changelog_retries = 0
         self.slo_coverage = "no slo rules"
         """What the slo error budgets cover: store+stream, or why only the replayed stream."""
+        self._last_evict = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -197,7 +200,8 @@ class ProcessorService(Component):
         self.engine = Engine(
             self.rules, eval_interval_us=int(p.eval_interval_s * 1e6), grace_us=int(p.grace_s * 1e6),
             max_future_us=int(p.max_future_s * 1e6), max_catchup_steps=p.max_catchup_steps,
-            idle_evict_us=int(p.idle_series_evict_s * 1e6), wall=self.wall)
+            idle_evict_us=int(p.idle_series_evict_s * 1e6), wall=self.wall,
+            max_services=p.max_services, max_health=p.max_health_entries)
         self.started_at_us = now_us()
         if any(r.is_slo for r in self.rules.rules):  # budgets before the replay's start come from the store
             span_us = self.rules.horizon_us + self.engine.grace_us + int(p.replay_margin_s * 1e6)
@@ -344,6 +348,9 @@ class ProcessorService(Component):
                 since, self._last_tick = self._last_tick, mono
                 self._poll_control()  # 4.
                 self._tick(since)
+                if mono - self._last_evict >= EVICT_INTERVAL_S:
+                    self._last_evict = mono
+                    engine.evict_idle()
             self._publish(engine.take_transitions())  # 5.
             if engine.patterns:
                 self._publish_patterns()

@@ -79,6 +79,7 @@ class Counters:
     live_series: int = 0  # window series held in memory now
     events_per_s: float = 0.0  # recent processing rate
     latency: LatencyHistogram = LatencyHistogram()
+    evicted: int = 0  # idle or over-the-cap per-service statistics and health entries forgotten
     engine: Mapping[str, int] = field(default_factory=dict)  # every engine counter (transitions, invalid, ...)
 
 
@@ -229,7 +230,7 @@ class ProcessorView:
                 dead_lettered=c.deadlettered if c else 0, decode_errors=c.decode_errors if c else 0,
                 live_series=engine.series_count() if engine else 0, events_per_s=s.events_per_s(now),
                 latency=LatencyHistogram(s.latency.cumulative(), s.latency.n, s.latency.sum_s),
-                engine=c.as_dict() if c else {})
+                evicted=c.evicted if c else 0, engine=c.as_dict() if c else {})
             parts = tuple(sorted(f"{k[0]}:{k[1]}" for k in (engine.partitions if engine else {})))
             replaying = tuple(sorted(f"{k[0]}:{k[1]}" for k, p in (engine.partitions.items() if engine else [])
                                      if p.replay_until >= 0))

@@ -59,6 +59,8 @@ class ProcessorCollector(Collector):
                                     buckets=buckets, sum_value=h.sum_s)
 
         yield GaugeMetricFamily(f"{PREFIX}_live_series", "Window series held in memory.", value=c.live_series)
+        yield CounterMetricFamily(f"{PREFIX}_evicted", "Per-service statistics and latest-health entries forgotten "
+                                  "(idle, or beyond the cap): memory follows live services.", value=c.evicted)
 
         active = GaugeMetricFamily(f"{PREFIX}_active_alerts", "Open alerts (pending or firing), per severity.",
                                    labels=["severity"])
