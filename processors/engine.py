@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tocsin.core.events import iso, now_us
+from tocsin.processors.ack import ack_from_control
 from tocsin.processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
 from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
 from tocsin.processors.windows import SlidingWindow
@@ -556,6 +557,26 @@ class Engine:
         if before is None:
             return None
         ps.active.discard(s)
+        self._emit(s, tr, before)
+        self.counters.control_applied += 1
+        return self.outbox[-1]
+
+    def acknowledge(self, rec: Mapping[str, Any]) -> Transition | None:
+        """Applies an ack/unack ControlEvent to the open incident this process owns (tocsin.processors.ack).
+
+        The transition is at the partition's clock (event time, like every other), never before the last one.
+        """
+        alert_id = rec.get("alert_id") or ""
+        found = self.by_fingerprint.get(fingerprint_of(alert_id))
+        if found is None:
+            return None
+        ps, s = found
+        tr = s.tracker
+        if tr is None or tr.alert_id != alert_id:
+            return None
+        before = tr.apply_ack(ps.clock, ack_from_control(rec), int(rec["ts"]))
+        if before is None:
+            return None
         self._emit(s, tr, before)
         self.counters.control_applied += 1
         return self.outbox[-1]

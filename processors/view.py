@@ -290,6 +290,12 @@ class ProcessorView:
     def uptime_s(self) -> float:
         return self._service.uptime_s()
 
+    def ack(self, alert_id: str, note: str, expires_at: int | None, actor: str) -> Any:
+        return self._service.ack(alert_id, note, expires_at, actor)  # tocsin.processors.ack.AckActions
+
+    def unack(self, alert_id: str, actor: str) -> Any:
+        return self._service.unack(alert_id, actor)
+
     def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
         if alert_id in self._snapshot.closed_ids:
             return "already_resolved"  # answered from memory: no lock, no Kafka

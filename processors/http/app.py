@@ -7,6 +7,8 @@ Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 ``GET /health/detailed``       token   the seed's detailed shape
 ``GET /api/alerts``            token   open alerts and history, filtered and paged
 ``POST /api/alerts/resolve``   token   publishes a resolve ControlEvent: 202, 404 unknown id
+``POST /api/alerts/ack``       token   ack / unack an incident (``oncall.py``): 202, 404, 409
+``POST /api/alerts/unack``
 ``GET /api/dashboard``         token   the dashboard page's JSON
 ``GET /dashboard``             open    the page itself: static HTML/JS/CSS, no data in it
 ``GET /metrics``               token   Prometheus text format
@@ -31,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import tocsin
 from tocsin.core.config import Wiring
 from tocsin.core.errors import TocsinError
+from tocsin.processors.ack import AckActions
 from tocsin.processors.http import documents
 from tocsin.processors.http.auth import TokenAuth
 from tocsin.processors.http.dashboard import DashboardAssets
@@ -46,6 +49,7 @@ from tocsin.processors.http.models import (
     ResolveResponse,
     Severity,
 )
+from tocsin.processors.http.oncall import ack_router
 from tocsin.processors.view import ServiceView
 
 log = logging.getLogger(__name__)
@@ -223,6 +227,9 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
                         (f"{SEED_PREFIX}/alerts/resolve/", {"deprecated": True, "operation_id": "seed_resolve"})):
         api.add_api_route(path, resolve, methods=["POST"], status_code=202, response_model=ResolveResponse,
                           responses=resolve_responses, tags=["alerts"], summary="Resolve an alert", **extra)
+
+    if isinstance(view, AckActions):  # "operate" actions: ack and unack (tocsin.processors.http.oncall)
+        api.include_router(ack_router(view))
 
     async def dashboard_data() -> JSONResponse:
         """Status overview, charts (error rate and p95 latency per service, last hour), alerts, checks, lag."""

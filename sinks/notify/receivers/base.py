@@ -45,6 +45,10 @@ class AlertView:
     value: float | None = None
     threshold: float | None = None
     previous_severity: str = "none"
+    acked_by: str | None = None
+    acked_at_us: int | None = None
+    ack_note: str | None = None
+    ack_expires_at_us: int | None = None
 
     @property
     def status(self) -> Literal["firing", "resolved"]:
@@ -53,6 +57,13 @@ class AlertView:
     @property
     def service(self) -> str:
         return self.labels.get("service", "")
+
+    def acked(self, now_us: int | None = None) -> bool:
+        """A live ack (tocsin.processors.ack): acked_by set and not lapsed at ``now_us`` (default: now)."""
+        if not self.acked_by or self.status != "firing":
+            return False
+        now = int(time.time() * 1e6) if now_us is None else now_us
+        return self.ack_expires_at_us is None or now < self.ack_expires_at_us
 
     @property
     def starts_at(self) -> str:
@@ -95,6 +106,10 @@ class AlertView:
             "severity": self.severity, "state": self.state, "service": self.service, "labels": dict(self.labels),
             "annotations": dict(self.annotations), "starts_at": self.starts_at, "ends_at": self.ends_at,
             "value": self.value, "threshold": self.threshold,
+            "acked": self.acked(), "acked_by": self.acked_by if self.acked() else None,
+            "acked_at": iso(self.acked_at_us) if self.acked() and self.acked_at_us else None,
+            "ack_note": self.ack_note if self.acked() else None,
+            "ack_expires_at": iso(self.ack_expires_at_us) if self.acked() and self.ack_expires_at_us else None,
         }
 
 

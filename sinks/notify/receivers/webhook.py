@@ -7,6 +7,9 @@ Body (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config):
      "externalURL": ..., "alerts": [{"status", "labels", "annotations", "startsAt",
      "endsAt", "generatorURL", "fingerprint"}]}
 
+An acknowledged alert (tocsin.processors.ack) also carries ``acknowledgement``
+(``by``, ``at``, ``note``, ``expiresAt``); Alertmanager's receivers ignore it.
+
 With ``hmac_secret`` set, ``signature_header`` carries ``sha256=<hex>``, the
 HMAC-SHA256 of the exact body bytes, so the receiver can check origin and integrity.
 """
@@ -18,6 +21,7 @@ import hmac
 import json
 from typing import Any
 
+from tocsin.core.events import iso
 from tocsin.sinks.notify.config import WebhookReceiverConfig
 from tocsin.sinks.notify.receivers.base import AlertView, DeliveryResult, Notification, Notifier
 
@@ -34,6 +38,10 @@ def alert_json(alert: AlertView, external_url: str) -> dict[str, Any]:
         "endsAt": (alert.ends_at or alert.starts_at) if alert.status == "resolved" else ZERO_TIME,
         "generatorURL": alert.generator_url(external_url),
         "fingerprint": alert.fingerprint,
+        **({"acknowledgement": {"by": alert.acked_by, "at": iso(alert.acked_at_us) if alert.acked_at_us else None,
+                                "note": alert.ack_note or "",
+                                "expiresAt": iso(alert.ack_expires_at_us) if alert.ack_expires_at_us else None}}
+           if alert.acked() else {}),
     }
 
 
