@@ -35,6 +35,7 @@ from tocsin.core.config import Wiring
 from tocsin.core.errors import TocsinError
 from tocsin.processors.ack import AckActions
 from tocsin.processors.http import documents
+from tocsin.processors.http.alert_page import page_router
 from tocsin.processors.http.auth import TokenAuth
 from tocsin.processors.http.dashboard import DashboardAssets
 from tocsin.processors.http.metrics import exposition, registry_for
@@ -256,6 +257,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
 
     app.include_router(open_routes)
     app.include_router(page)
+    app.include_router(page_router())  # the on-call pages (alert, silence): static, like /dashboard
     app.include_router(api)
     for router in extra_routers or ():
         app.include_router(router, dependencies=[Depends(auth)], responses=unauthorized)

@@ -33,7 +33,11 @@ def event_action(alert: AlertView) -> str:
     return "acknowledge" if alert.acked() else "trigger"
 
 
-def pagerduty_event(alert: AlertView, cfg: PagerDutyReceiverConfig, summary: str, group: str) -> dict[str, Any]:
+LINK_TEXT = {"alert": "Alert page", "ack": "Acknowledge", "silence": "Silence"}
+
+
+def pagerduty_event(alert: AlertView, cfg: PagerDutyReceiverConfig, summary: str, group: str,
+                    public_url: str = "") -> dict[str, Any]:
     action = event_action(alert)
     event: dict[str, Any] = {
         "routing_key": cfg.routing_key.get_secret_value(),
@@ -43,6 +47,9 @@ def pagerduty_event(alert: AlertView, cfg: PagerDutyReceiverConfig, summary: str
     }
     if cfg.client_url:
         event["client_url"] = cfg.client_url
+    links = alert.links(public_url) if action == "trigger" else {}
+    if links:  # the Events API takes links on a trigger: the alert's page, its ack and silence pages
+        event["links"] = [{"href": href, "text": LINK_TEXT[name]} for name, href in links.items()]
     if action == "trigger":
         event["payload"] = {
             "summary": (summary or f"{alert.rule} on {alert.service}")[:SUMMARY_MAX_CHARS],
@@ -80,7 +87,7 @@ class PagerDutyNotifier(Notifier[PagerDutyReceiverConfig]):
             if key in done:
                 continue
             summary = notification.rendered.get(f"summary@{alert.fingerprint}", "")
-            body = json.dumps(pagerduty_event(alert, self.config, summary, group)).encode()
+            body = json.dumps(pagerduty_event(alert, self.config, summary, group, notification.public_url)).encode()
             result = self.post_json(self.config.url, body)
             if result.outcome != "sent":
                 break
