@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any
 
 BENCHMARKS = ["kafka", "ship", "processor", "peer", "sink", "alert_latency", "memory", "health_load",
-              "agent_overhead"]
+              "agent_overhead", "inputs"]
 
 
 @dataclass

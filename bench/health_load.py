@@ -354,40 +354,10 @@ def _serve(config_path: str) -> None:
 class _IdleView:
     """A ServiceView of a healthy processor with nothing going on: what the bystander server reads."""
 
-    def counters(self) -> Any:
-        from tocsin.processors.view import Counters
+    def snapshot(self) -> Any:
+        from tocsin.processors.view import Snapshot
 
-        return Counters()
-
-    def consumer_lag(self) -> dict[tuple[str, int], int]:
-        return {}
-
-    def consuming(self) -> bool:
-        return True
-
-    def kafka_reachable(self) -> bool:
-        return True
-
-    def clickhouse_reachable(self) -> bool | None:
-        return None
-
-    def active_alerts(self) -> list[dict[str, Any]]:
-        return []
-
-    def alert_history(self) -> list[dict[str, Any]]:
-        return []
-
-    def latest_health(self) -> list[dict[str, Any]]:
-        return []
-
-    def service_series(self, limit: int) -> dict[str, list[Any]]:
-        return {}
-
-    def error_count_1h(self) -> int:
-        return 0
-
-    def uptime_s(self) -> float:
-        return 0.0
+        return Snapshot()  # running, polled and taken "forever ago in the future": always consuming
 
     def resolve(self, alert_id: str, reason: str, actor: str) -> str:
         return "unknown"

@@ -38,9 +38,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tocsin.core.events import iso, now_us
+from tocsin.core.patterns import MESSAGE_MAX_CHARS, normalize_message, pattern_id
 from tocsin.processors.ack import ack_from_control
 from tocsin.processors.alerts import FIRING, PENDING, RESOLVED, AlertTracker, Transition, fingerprint_of
-from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
+from tocsin.processors.patterns import PatternMemory
+from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, KEEP, NONE, SEVERITY_NAMES, WARNING, Rule, RuleSet
 from tocsin.processors.windows import SlidingWindow
 
 MAX_ABS_VALUE = 1e15
@@ -52,6 +54,10 @@ HEARTBEAT_METRIC = "tocsin_heartbeat"  # tocsin.core.heartbeat.HEARTBEAT_METRIC
 STATS_BUCKET_US = 60_000_000
 STATS_BUCKETS = 60
 """Per-service summary for the HTTP API: one hour in one-minute buckets."""
+RETIRED = 1 << 62
+"""``Series.evaluated_at`` of a series whose rule a reload removed: never evaluated again."""
+RELOAD_ACTOR = "reload"
+"""``resolved_by`` of an alert whose rule a reload removed (or regrouped)."""
 
 
 @dataclass
@@ -77,12 +83,14 @@ class Counters:
 class Series:
     """One group of one rule in one partition: its window (or last-seen time) and its alert tracker."""
 
-    __slots__ = ("dirty", "evaluated_at", "key", "last_seen", "rule", "timer_at", "tracker", "window")
+    __slots__ = ("dirty", "evaluated_at", "history", "key", "last_seen", "rule", "timer_at", "tracker", "window")
 
     def __init__(self, rule: Rule, key: tuple[str, ...]) -> None:
         self.rule = rule
         self.key = key
         self.window: SlidingWindow | None = None if rule.is_absence else rule.new_window()
+        self.history: SlidingWindow | None = rule.new_history()
+        """spike rules: one bucket per past window, the baseline's source."""
         self.tracker: AlertTracker | None = None
         self.last_seen = -1
         self.dirty = False
@@ -122,6 +130,10 @@ class PartitionState:
         self.replay_until = -1
         """Offset the previous owner had committed: before it, transitions are recomputed, not new."""
         self.last_event_wall = 0
+        self.watched_from = math.inf
+        """Event time of the first event seen: periods before it are unknown, not empty (spike baselines)."""
+        self.rule_from: dict[int, int] = {}
+        """Per rule added or changed by a reload: the partition clock then (its windows are whole a window later)."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -144,7 +156,8 @@ class ServiceStats:
 class Engine:
     """Windows, rules and alert trackers of the partitions this process owns.
 
-    >>> from tocsin.processors.rules import parse_rules
+    >>> from tocsin.processors.patterns import PatternMemory
+from tocsin.processors.rules import parse_rules
     >>> rules = parse_rules([{"name": "cpu", "source": "metrics", "filter": {"name": "cpu_usage"},
     ...     "aggregate": "latest", "window": "1m", "warning": 80}])
     >>> eng = Engine(rules, eval_interval_us=1_000_000, grace_us=5_000_000)
@@ -173,19 +186,28 @@ class Engine:
         self.counters = Counters()
         self.service_stats: dict[str, ServiceStats] = {}
         self.latest_health: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patterns = {r.index: PatternMemory(int(r.spec.unseen_for * 1e6), r.spec.max_patterns_per_service)
+                         for r in rules.rules if r.is_pattern}
+        """new_pattern rules: the patterns each service logged (shared by the partitions of this process)."""
 
     # -- partitions --------------------------------------------------------------------------
 
     def add_partition(self, topic: str, partition: int, source: str) -> PartitionState:
         ps = PartitionState(topic, partition, source, self.rules, self.eval_us)
+        self._wire(ps)
+        self.partitions[ps.key] = ps
+        return ps
+
+    def _wire(self, ps: PartitionState) -> None:
+        """Builds the partition's per-rule feeds and the metric-name dispatch over them."""
         feeds = {r.index: self._feed(ps, r) for r in ps.rules}
         ps.feeds = [feeds[r.index] for r in ps.rules]
-        if source == "metrics":
+        if ps.source == "metrics":
             ps.feeds_any_metric = [feeds[r.index] for r in self.rules.any_metric]
             ps.feeds_by_metric = {name: [feeds[r.index] for r in rules]
                                   for name, rules in self.rules.by_metric.items()}
-        self.partitions[ps.key] = ps
-        return ps
+        else:
+            ps.feeds_any_metric, ps.feeds_by_metric = [], {}
 
     def drop_partition(self, key: tuple[str, int]) -> None:
         """Forgets a revoked partition: its series, trackers and fingerprints."""
@@ -291,9 +313,14 @@ class Engine:
 
         table = ps.tables[index]
         dirty = ps.dirty
+        if rule.is_pattern:
+            return self._feed_pattern(ps, rule, table, dirty)
         numerator = rule.is_numerator
         safe_low, safe_high = rule.safe_low, rule.safe_high
         value_of = None if rule.source == "metrics" else rule.value_of
+        spiky = rule.is_spike
+        lazy = rule.spec.kind == "forecast"
+        """A forecast is judged at bucket boundaries (the sweep), not per sample: a 4 h line moves slowly."""
 
         def feed_window(rec: dict[str, Any], ts: int) -> None:
             if post is not None and not post(rec):
@@ -306,13 +333,46 @@ class Engine:
             if value is None:
                 return
             unsafe = not safe_low <= value <= safe_high
-            if not s.window.add(ts, value, numerator(rec) if numerator is not None else False, unsafe):
+            is_num = numerator(rec) if numerator is not None else False
+            if not s.window.add(ts, value, is_num, unsafe):
                 counters.late += 1
                 return
-            if not s.dirty and (unsafe or s.tracker is not None):
+            if spiky:
+                s.history.add(ts, value, is_num)
+            if not s.dirty and ((unsafe and not lazy) or s.tracker is not None):
                 s.dirty = True  # (a clear sample in a clear window needs no evaluation: see Rule._safe_range)
                 dirty.append(s)
         return feed_window
+
+    def _feed_pattern(self, ps: PartitionState, rule: Rule, table: dict[tuple[str, ...], Series],
+                      dirty: list[Series]) -> Callable[[dict[str, Any], int], None]:
+        """new_pattern: an error whose pattern the service did not log within ``unseen_for`` opens a series."""
+        post, key_of, allowed, index = rule.post_filter, rule.key_of, rule.allowed, rule.index
+        memory = self.patterns[rule.index]
+        learn_us = int(rule.spec.learn_for * 1e6)
+
+        def feed_pattern(rec: dict[str, Any], ts: int) -> None:
+            if post is not None and not post(rec):
+                return
+            pattern = normalize_message(rec["message"])
+            if allowed is not None and allowed(pattern):
+                return
+            group = key_of(rec)
+            pid = pattern_id(pattern)
+            key = (*group, pid)
+            s = table.get(key)
+            new = memory.observe(rec["service"], pid, ts)
+            if s is None:
+                if not new or (ts < max(ps.watched_from, ps.rule_from.get(index, -1)) + learn_us
+                               and rec["service"] not in memory.restored):
+                    return  # known, or still learning what this service usually logs
+                s = table[key] = Series(rule, key)
+                memory.examples[(rec["service"], pid)] = [pattern, rec["message"][:MESSAGE_MAX_CHARS], 0]
+            memory.examples[(rec["service"], pid)][2] += 1
+            if s.window.add(ts, 1.0) and not s.dirty:  # type: ignore[union-attr]
+                s.dirty = True
+                dirty.append(s)
+        return feed_pattern
 
     @staticmethod
     def _absence_deadline(ps: PartitionState, rule: Rule, ts: int) -> None:
@@ -335,6 +395,7 @@ class Engine:
         last = ((ts - 1) // step) * step
         if ps.next_eval < 0:
             ps.next_eval = last + step  # first event: nothing before it to evaluate
+            ps.watched_from = ts
             return
         g = ps.next_eval
         if g > last:
@@ -386,7 +447,7 @@ class Engine:
                 todo.append(s)
         ps.dirty.clear()  # cleared in place: the rules' feeds hold this list
         for s in todo:
-            if s.evaluated_at == g:
+            if s.evaluated_at >= g:  # evaluated at this instant already, or RETIRED by a reload
                 continue
             s.evaluated_at = g
             s.dirty = False
@@ -421,9 +482,18 @@ class Engine:
             silent = 0 <= s.last_seen <= g - rule.absent_us
             level = (CRITICAL if rule.spec.severity == "critical" else WARNING) if silent else NONE
         else:
-            if g < ps.complete_from + rule.window_us:
-                return  # half-rebuilt window after a seek: no verdict yet
-            level = rule.level(s.window, g)
+            complete_from = ps.complete_from
+            if ps.rule_from:
+                complete_from = max(complete_from, ps.rule_from.get(rule.index, complete_from))
+            if g < complete_from + rule.window_us:
+                return  # half-rebuilt window after a seek (or a reload that changed the rule): no verdict yet
+            if rule.is_spike:
+                level, spike_value, base = rule.spike_level(s.window, s.history, g,
+                                                            max(complete_from, ps.watched_from))
+            else:
+                level = rule.level(s.window, g)
+            if level == NONE and rule.no_data_level is not None and s.window.empty(g):
+                level = self._no_data_level(rule, s.tracker)
         tr = s.tracker
         if tr is None:
             if level == NONE:
@@ -432,8 +502,12 @@ class Engine:
             self.by_fingerprint[tr.fingerprint] = (ps, s)
         before = tr.step(g, level, rule.for_us, rule.resolve_us, rule.cooldown_us)
         if before is not None:
-            tr.value = self._value(s, g)
-            tr.threshold = self._threshold(rule, tr.severity if tr.severity != NONE else before[1])
+            severity = tr.severity if tr.severity != NONE else before[1]
+            if rule.is_spike:
+                tr.value, tr.threshold = spike_value, rule.spike_threshold(severity, base)
+            else:
+                tr.value = self._value(s, g)
+                tr.threshold = self._threshold(rule, severity)
             self._emit(s, tr, before)
         if s.window is None and (tr.open or tr.latched_at is not None):
             ps.active.add(s)  # an absent group may report again: evaluate at every instant
@@ -449,6 +523,13 @@ class Engine:
             # tracker) past its last transition, which a replay must not compute a second time.
             self.by_fingerprint.pop(tr.fingerprint, None)
             s.tracker = None
+
+    @staticmethod
+    def _no_data_level(rule: Rule, tr: AlertTracker | None) -> int:
+        """The rule's ``no_data`` policy for an empty window: keep the open alert's severity, or fire."""
+        if rule.no_data_level != KEEP:
+            return rule.no_data_level  # type: ignore[return-value]
+        return tr.severity if tr is not None and tr.open else NONE
 
     def _value(self, s: Series, g: int) -> float | None:
         if s.window is None:
@@ -472,12 +553,16 @@ class Engine:
         todo: list[Series] = []
         stale = []
         skip_clear = rule.has_safe_range
+        fires_empty = rule.no_data_level not in (None, KEEP)
         lo = g // rule.bucket_us - rule.spec.slices  # buckets at or below this left the window
         for k, s in table.items():
             if s.tracker is None and not s.dirty:
                 w = s.window
-                if w.newest <= lo:  # type: ignore[union-attr]
-                    stale.append(k)
+                if w.newest <= lo and (s.history is None or s.history.newest <= g // rule.window_us - rule.periods):
+                    if fires_empty:  # no_data: fire: the empty window is the finding
+                        todo.append(s)
+                    else:
+                        stale.append(k)
                     continue
                 if skip_clear and w.unsafe_last <= lo:  # type: ignore[union-attr]
                     continue
@@ -490,16 +575,27 @@ class Engine:
         rule = s.rule
         return {**rule.spec.labels, "alertname": rule.name, **rule.group_labels(s.key)}
 
-    def _emit(self, s: Series, tr: AlertTracker, before: tuple) -> None:
+    def _emit(self, s: Series, tr: AlertTracker, before: tuple, note: dict[str, str] | None = None) -> None:
         rule = s.rule
         t = tr.transition(before, rule.name, self._labels(s))
         t.annotations = rule.render({
             "labels": t.labels, "value": t.value, "threshold": t.threshold, "severity": t.severity,
             "state": t.state, "rule": rule.name, "alert_id": t.alert_id, "started_at": iso(t.started_at),
-        })
+            **self._pattern_context(s),
+        }) | (note or {})
+        if rule.is_pattern:  # the alert carries the pattern and one line (the count is its value)
+            t.annotations = {**self._pattern_context(s), **t.annotations}
         tr.record = t.as_record()
         self.outbox.append(t)
         self.counters.transitions += 1
+
+    def _pattern_context(self, s: Series) -> dict[str, str]:
+        """new_pattern: the pattern, its first line and its occurrences since it appeared."""
+        if not s.rule.is_pattern:
+            return {}
+        pattern, example, count = self.patterns[s.rule.index].examples.get(
+            (s.rule.group_labels(s.key).get("service", ""), s.key[-1]), ("", "", 0))
+        return {"pattern": pattern, "example": example, "count": str(count)}
 
     def take_transitions(self) -> list[Transition]:
         out, self.outbox = self.outbox, []
@@ -520,7 +616,7 @@ class Engine:
             if rule is None:
                 continue
             labels = rec.get("labels") or {}
-            key = tuple(labels.get(g, "") for g in rule.spec.group_by)
+            key = tuple(labels.get(g, "") for g in rule.label_names)
             if rule.fingerprint(key) != rec["fingerprint"]:
                 continue  # the rule's grouping changed since: that alert is not ours to continue
             ps = owner(rule, labels.get("service", ""))
@@ -543,6 +639,126 @@ class Engine:
                 ps.active.add(s)  # until its first evaluation tells whether a timer runs
             n += 1
         return n
+
+    def reload(self, rules: RuleSet) -> dict[str, list[str]]:
+        """Swaps in a new rule set without a restart; returns the rule names added, changed, removed, kept.
+
+        * A rule whose spec is unchanged keeps everything: windows, baselines, timers, open alerts.
+        * A rule that changed starts with empty windows and gives no verdict for one window (as after
+          a mid-log seek); its open alerts carry over when their fingerprint (name and group labels)
+          is the same, so a changed threshold does not resolve and re-open an incident.
+        * The open alerts of a removed rule (or a changed rule whose grouping changed) resolve at
+          the partition clock with ``resolved_by: reload`` and a ``reason`` annotation.
+        * new_pattern memories carry over by rule name (they describe the services, not the rule).
+        """
+        old = self.rules
+        kept: dict[int, Rule] = {}
+        changed: dict[int, Rule] = {}
+        for r in rules.rules:
+            o = old.by_name.get(r.name)
+            if o is not None:
+                (kept if o.spec == r.spec else changed)[r.index] = o
+        removed = [r.name for r in old.rules if r.name not in rules.by_name]
+        patterns = {}
+        for r in rules.rules:
+            if r.is_pattern:
+                o = kept.get(r.index) or changed.get(r.index)
+                unseen_us, limit = int(r.spec.unseen_for * 1e6), r.spec.max_patterns_per_service
+                memory = self.patterns.get(o.index) if o is not None and o.is_pattern else None
+                if memory is None:
+                    memory = PatternMemory(unseen_us, limit)
+                memory.unseen_us, memory.max_per_service = unseen_us, limit
+                patterns[r.index] = memory
+        self.rules = rules
+        self.patterns = patterns
+        for ps in self.partitions.values():
+            self._reload_partition(ps, kept, changed)
+        return {"added": [r.name for r in rules.rules if r.name not in old.by_name],
+                "changed": [r.name for r in rules.rules if r.index in changed], "removed": removed,
+                "unchanged": [r.name for r in rules.rules if r.index in kept]}
+
+    def _reload_partition(self, ps: PartitionState, kept: dict[int, Rule], changed: dict[int, Rule]) -> None:
+        old_rules, old_tables, old_seen = ps.rules, ps.tables, ps.seen
+        old_bucket, old_absence, old_from = ps.last_bucket, ps.absence_next, ps.rule_from
+        ps.rules = self.rules.by_source.get(ps.source, [])
+        ps.tables, ps.seen, ps.last_bucket, ps.absence_next, ps.rule_from = {}, {}, {}, {}, {}
+        kept_old = {o.index for o in kept.values()}
+        for r in ps.rules:
+            o = kept.get(r.index)
+            if o is not None:  # unchanged: the same state under the new index
+                table = ps.tables[r.index] = old_tables[o.index]
+                for s in table.values():
+                    s.rule = r
+                if r.is_absence:
+                    ps.seen[r.index] = old_seen[o.index]
+                for src, dst in ((old_bucket, ps.last_bucket), (old_absence, ps.absence_next),
+                                 (old_from, ps.rule_from)):
+                    if o.index in src:
+                        dst[r.index] = src[o.index]
+                continue
+            ps.tables[r.index] = {}
+            if r.is_absence:
+                ps.seen[r.index] = {}
+            ps.rule_from[r.index] = ps.clock
+            o = changed.get(r.index)
+            if o is None:
+                continue
+            for key, s in old_tables[o.index].items():
+                tr = s.tracker
+                if tr is None or len(key) != len(r.label_names) or r.fingerprint(key) != tr.fingerprint:
+                    continue  # not carried: retired below
+                ns = ps.tables[r.index][key] = Series(r, key)
+                ns.tracker, ns.last_seen = tr, s.last_seen
+                s.tracker = None
+                self.by_fingerprint[tr.fingerprint] = (ps, ns)
+                if r.is_absence and s.last_seen >= 0:
+                    ps.seen[r.index][key] = s.last_seen
+                    self._absence_deadline(ps, r, s.last_seen)
+                if tr.open:
+                    ps.active.add(ns)  # until its first evaluation tells whether a timer runs
+            if r.is_absence and o.spec.group_by == r.spec.group_by and o.spec.filter == r.spec.filter:
+                for key, last in old_seen[o.index].items():  # the same groups: their silence so far counts
+                    ps.seen[r.index].setdefault(key, last)
+                    self._absence_deadline(ps, r, last)
+        at = ps.clock if ps.clock >= 0 else self.wall()
+        for o in old_rules:  # removed and changed rules: their old series (open alerts not carried resolve)
+            if o.index not in kept_old:
+                for s in old_tables[o.index].values():
+                    self._retire(ps, s, at)
+        ps.dirty[:] = [s for s in ps.dirty if s.evaluated_at != RETIRED]
+        self._wire(ps)
+
+    def _retire(self, ps: PartitionState, s: Series, at: int) -> None:
+        """A series whose rule is gone: its open alert resolves (reason given), then it is forgotten."""
+        tr = s.tracker
+        if tr is not None:
+            if tr.open:
+                before = tr.resolve_manually(at, RELOAD_ACTOR)
+                if before is not None:
+                    self._emit(s, tr, before, {"reason": f"rule {s.rule.name} was removed or regrouped by a reload"})
+            self.by_fingerprint.pop(tr.fingerprint, None)
+        s.evaluated_at = RETIRED
+        ps.active.discard(s)
+
+    def load_patterns(self, rows: Iterable[tuple[str, str, str, int]]) -> int:
+        """Adopts (rule, service, pattern id, last seen) rows of new_pattern rules; returns how many."""
+        by_rule: dict[int, list[tuple[str, str, int]]] = {}
+        for rule_name, service, pid, ts in rows:
+            rule = self.rules.by_name.get(rule_name)
+            if rule is not None and rule.is_pattern:
+                by_rule.setdefault(rule.index, []).append((service, pid, ts))
+        for index, found in by_rule.items():
+            self.patterns[index].load(found)
+        return sum(len(v) for v in by_rule.values())
+
+    def take_pattern_changes(self) -> list[tuple[str, str, str, int | None]]:
+        """(rule, service, pattern id, last seen or None: forgotten) to write to the patterns topic."""
+        out = []
+        for index, memory in self.patterns.items():
+            if memory.changes:
+                name = self.rules.rules[index].name
+                out.extend((name, service, pid, ts) for service, pid, ts in memory.take_changes())
+        return out
 
     def resolve(self, alert_id: str, ts: int, actor: str) -> Transition | None:
         """Manual resolve of an open incident this process owns; None if unknown, not ours or not open."""

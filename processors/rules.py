@@ -3,7 +3,7 @@
 A rule file is ``{"rules": [...]}`` (or a bare list). Each rule::
 
     - name: api_response_time_p95      # unique; becomes the alert's ``alertname`` label
-      kind: threshold                   # threshold (default) or absence
+      kind: threshold                   # threshold (default), or absence (more kinds below)
       source: metrics                   # logs, metrics or health
       filter: {name: api_response_time} # field: value or [values]; ``field~`` regex, ``field!`` not equal
       aggregate: p95                    # count, sum, rate_per_min, avg, min, max, latest, p50, p95, p99, ratio
@@ -41,6 +41,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 
 from tocsin.core.config import StrictModel, format_validation_error, read_yaml
 from tocsin.core.errors import RuleError
+from tocsin.processors.baseline import MAX_PERIODS, SPIKE_AGGREGATES, baseline_value, new_history, periods_needed
 from tocsin.processors.windows import DEFAULT_MAPPING, SlidingWindow
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
@@ -62,6 +63,8 @@ SOURCE_FIELDS = {
 ERROR_LEVELS = ("ERROR", "CRITICAL")
 
 NONE, WARNING, CRITICAL = 0, 1, 2
+KEEP = -1
+"""no_data: keep: an empty window holds the alert's current severity."""
 SEVERITY_NAMES = ("none", "warning", "critical")
 
 
@@ -84,13 +87,23 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 FilterSpec = dict[str, str | list[str]]
 
 
+class BaselineSpec(StrictModel):
+    """``baseline:`` of a spike rule: exactly one of ``offset`` and ``median_of``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    offset_s: Duration | None = Field(None, alias="offset", gt=0, description="The same window this much earlier.")
+    median_of: int | None = Field(None, ge=1, le=1000, description="Median of this many previous windows.")
+
+
 class RuleSpec(StrictModel):
     """One rule as written in YAML (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.\-]*$", description="Unique rule name.")
-    kind: Literal["threshold", "absence"] = Field("threshold", description="threshold or absence.")
+    kind: Literal["threshold", "absence", "forecast", "spike", "new_pattern"] = Field(
+        "threshold", description="threshold, absence, forecast, spike or new_pattern (the README's rule reference).")
     source: Literal["logs", "metrics", "health"] = Field(description="Which input topic the rule reads.")
     filter: FilterSpec = Field(default_factory=dict, description="Events the rule reads.")
     numerator: FilterSpec = Field(default_factory=dict, description="ratio: the part counted over the whole.")
@@ -101,14 +114,38 @@ class RuleSpec(StrictModel):
     group_by: list[str] = Field(default_factory=lambda: ["service"], description="Labels of one alert.")
     warning: float | None = Field(None, description="Warning threshold.")
     critical: float | None = Field(None, description="Critical threshold.")
-    direction: Literal["above", "below"] = Field("above", description="Fire above or below the thresholds.")
+    direction: Literal["above", "below", "up", "down"] = Field(
+        "above", description="Fire above or below the thresholds (up and down are the same, for spikes).")
+    baseline: BaselineSpec | None = Field(None, description="spike: what the window is compared with.")
+    min_current: float = Field(
+        0.0, ge=0, description="spike up, forecast: the current value (forecast: the line now) must reach this.")
+    min_baseline: float = Field(
+        1.0, ge=0, description="spike: a baseline below this counts as this (up), or gives no verdict (down).")
     for_s: Duration = Field(0.0, alias="for", description="How long the condition holds before firing.")
     resolve_after: Duration = Field(0.0, description="How long clear before resolving (hysteresis).")
     cooldown: Duration = Field(0.0, description="A re-fire within this after resolving reopens the incident.")
+    predict: Duration | None = Field(
+        None, gt=0, description="forecast: how far ahead the least-squares line is read (predict_linear).")
+    unseen_for: Duration = Field(
+        7 * 86400.0, gt=0, description="new_pattern: a pattern not seen in the service for this long is new.")
+    learn_for: Duration = Field(
+        3600.0, ge=0, description="new_pattern: after the rule starts, patterns are learnt for this long, not alerted.")
+    allow: list[str] = Field(
+        default_factory=list, description="new_pattern: regular expressions; a matching pattern never alerts.")
+    max_patterns_per_service: int = Field(
+        10_000, ge=1, le=1_000_000, description="new_pattern: patterns remembered per service (oldest dropped).")
     absent_for: Duration | None = Field(None, gt=0, description="absence: silence that fires the alert.")
-    severity: Literal["warning", "critical"] = Field("critical", description="absence: severity when firing.")
+    severity: Literal["warning", "critical"] = Field(
+        "critical", description="absence, and no_data: fire: severity when firing.")
+    no_data: Literal["resolve", "keep", "fire"] = Field(
+        "resolve", description="An empty window: counts as clear (resolve), holds the alert as it is (keep) "
+        "or fires at severity (fire), as Grafana's NoData options (OK, KeepLast, Alerting).")
     labels: dict[str, str] = Field(default_factory=dict, description="Static labels added to the alert.")
     annotations: dict[str, str] = Field(default_factory=dict, description="jinja2 templates: summary...")
+
+    @property
+    def up(self) -> bool:
+        return self.direction in ("above", "up")
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, reason) for every inconsistency between fields: checked after the types are valid."""
@@ -126,7 +163,46 @@ class RuleSpec(StrictModel):
             return out
         if self.absent_for is not None:
             out.append(("absent_for", "only absence rules take absent_for"))
-        if self.aggregate is None:
+        if self.kind == "forecast":
+            if self.predict is None:
+                out.append(("predict", "a forecast rule needs predict (how far ahead, e.g. 4h)"))
+            if self.aggregate is not None:
+                out.append(("aggregate", "a forecast rule fits a line to the samples: it takes no aggregate"))
+            if self.source == "logs":
+                out.append(("source", "a forecast reads values: metrics or health, not logs"))
+        elif self.predict is not None:
+            out.append(("predict", "only forecast rules take predict"))
+        if self.kind == "spike":
+            b = self.baseline
+            if b is None or (b.offset_s is None) == (b.median_of is None):
+                out.append(("baseline", "a spike rule needs a baseline with one of offset (e.g. 1d) or median_of"))
+            elif b.offset_s is not None and b.offset_s < self.window:
+                out.append(("baseline", "offset must be at least one window (the baseline must not overlap it)"))
+            elif periods_needed(int((b.offset_s or 0) * 1e6), b.median_of, int(self.window * 1e6)) > MAX_PERIODS:
+                out.append(("baseline", f"reaches more than {MAX_PERIODS} windows back: use a longer window"))
+            if self.aggregate not in SPIKE_AGGREGATES:
+                out.append(("aggregate", f"a spike compares one of {', '.join(SPIKE_AGGREGATES)}"))
+            for name in ("warning", "critical"):
+                v = getattr(self, name)
+                if v is not None and v <= 1:
+                    out.append((name, "a spike threshold is a ratio to the baseline: > 1 (5 = five times)"))
+        elif self.baseline is not None:
+            out.append(("baseline", "only spike rules take a baseline"))
+        if self.kind == "new_pattern":
+            if self.source != "logs":
+                out.append(("source", "new_pattern reads log messages: source logs"))
+            for name in ("aggregate", "warning", "critical"):
+                if getattr(self, name) is not None:
+                    out.append((name, "a new_pattern rule takes severity instead (it fires on the first occurrence)"))
+            for i, rx in enumerate(self.allow):
+                try:
+                    re.compile(rx)
+                except re.error as exc:
+                    out.append((f"allow[{i}]", f"bad regular expression: {exc}"))
+            return out
+        if self.no_data != "resolve" and self.kind == "threshold" and self.aggregate in ("count", "rate_per_min"):
+            out.append(("no_data", "count and rate_per_min are 0, never missing, over an empty window"))
+        if self.aggregate is None and self.kind != "forecast":
             out.append(("aggregate", "a threshold rule needs an aggregate"))
         if self.warning is None and self.critical is None:
             out.append(("warning", "a threshold rule needs warning or critical (or both)"))
@@ -135,9 +211,11 @@ class RuleSpec(StrictModel):
             if v is not None and not math.isfinite(v):
                 out.append((name, "must be a finite number"))
         if self.warning is not None and self.critical is not None:
-            if self.direction == "above" and self.critical < self.warning:
+            if self.kind == "spike" and self.critical < self.warning:
+                out.append(("critical", "a spike's critical ratio must be >= its warning ratio"))
+            elif self.kind != "spike" and self.up and self.critical < self.warning:
                 out.append(("critical", "with direction above, critical must be >= warning"))
-            if self.direction == "below" and self.critical > self.warning:
+            elif self.kind != "spike" and not self.up and self.critical > self.warning:
                 out.append(("critical", "with direction below, critical must be <= warning"))
         if self.source == "logs" and self.aggregate not in COUNT_AGGREGATES | {None}:
             out.append(("aggregate", f"logs have no value: use count, rate_per_min or ratio, not {self.aggregate}"))
@@ -250,6 +328,17 @@ class Rule:
     safe_low: float = math.inf
     safe_high: float = -math.inf
     """A sample in [safe_low, safe_high] cannot raise a clear level (avg, max, latest, quantiles...)."""
+    is_spike: bool = False
+    offset_us: int | None = None
+    median_of: int | None = None
+    periods: int = 0
+    """spike: the ring of past periods (one window each) the baseline is read from."""
+    is_pattern: bool = False
+    label_names: tuple[str, ...] = ()
+    """Labels of one alert: group_by, plus pattern_id for new_pattern rules."""
+    allowed: Callable[[str], bool] | None = None
+    no_data_level: int | None = None
+    """The level an empty window has (None: NONE, the default 'resolve'; -1: keep the alert's severity)."""
     templates: dict[str, jinja2.Template] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -259,6 +348,19 @@ class Rule:
         self.bucket_us = max(1, self.window_us // s.slices)
         self.for_us, self.resolve_us, self.cooldown_us = (int(x * 1e6) for x in (s.for_s, s.resolve_after, s.cooldown))
         self.absent_us = int((s.absent_for or 0) * 1e6)
+        self.label_names = tuple(s.group_by)
+        if s.kind == "new_pattern":
+            self.is_pattern = True
+            self.label_names = (*s.group_by, "pattern_id")
+            if s.allow:
+                allow_rx = re.compile("|".join(f"(?:{a})" for a in s.allow))
+                self.allowed = lambda p, _rx=allow_rx: _rx.search(p) is not None
+        if s.kind == "spike" and s.baseline is not None:
+            self.is_spike = True
+            b = s.baseline
+            self.offset_us = int(b.offset_s * 1e6) if b.offset_s is not None else None
+            self.median_of = b.median_of
+            self.periods = periods_needed(self.offset_us, self.median_of, self.window_us)
         self.accepts = compile_filter(s.source, s.filter)
         self.is_numerator = compile_filter(s.source, s.numerator)
         self.group_getters = tuple(_getter(s.source, g) for g in s.group_by)
@@ -270,11 +372,15 @@ class Rule:
         self.quantile = QUANTILES.get(s.aggregate or "")
         pairs = [(CRITICAL, s.critical), (WARNING, s.warning)]
         self.thresholds = tuple((lvl, t) for lvl, t in pairs if t is not None)
+        if self.is_pattern:  # fires while its occurrences are in the window: count > 0
+            self.thresholds = ((CRITICAL if s.severity == "critical" else WARNING, 0.0),)
         if self.quantile is not None:
             # Rank test "quantile > T" <=> "samples at or below key(T) <= rank"; for "<" use keys < T.
-            inclusive = s.direction == "above"
+            inclusive = s.up
             self.threshold_keys = tuple(DEFAULT_MAPPING.threshold_key(t, inclusive) for _, t in self.thresholds)
         self.templates = {k: _JINJA.from_string(v) for k, v in s.annotations.items()}
+        if not self.is_absence and s.no_data != "resolve":
+            self.no_data_level = KEEP if s.no_data == "keep" else (CRITICAL if s.severity == "critical" else WARNING)
         self._safe_range()
 
     @property
@@ -290,10 +396,11 @@ class Rule:
         """
         s = self.spec
         agg = s.aggregate
-        if self.is_absence or agg not in {"avg", "min", "max", "latest", *QUANTILES} or not self.thresholds:
+        if (self.is_absence or agg not in {"avg", "min", "max", "latest", *QUANTILES} or not self.thresholds
+                or s.kind != "threshold"):
             return
         margin = DEFAULT_MAPPING.relative_accuracy if self.quantile is not None else 0.0
-        if s.direction == "above":
+        if s.up:
             if agg == "min":
                 return
             lowest = min(t for _, t in self.thresholds)
@@ -309,13 +416,47 @@ class Rule:
         """How much event time must be replayed to rebuild this rule's state (window plus timers)."""
         if self.is_absence:
             return self.absent_us + max(self.for_us, self.resolve_us)
+        if self.is_spike:  # the baseline's periods are rebuilt by replay too
+            return (self.periods + 1) * self.window_us + max(self.for_us, self.resolve_us)
         return self.window_us + self.bucket_us + max(self.for_us, self.resolve_us)
+
+    def new_history(self) -> SlidingWindow | None:
+        return new_history(self.window_us, self.periods, self.spec.aggregate or "count") if self.is_spike else None
+
+    def spike_level(self, w: SlidingWindow, history: SlidingWindow, t: int, known_from: float
+                    ) -> tuple[int, float | None, float | None]:
+        """(level, current value, baseline) of a spike rule at ``t``; thresholds are ratios to the baseline.
+
+        Up: fires when current >= min_current and current > ratio x max(baseline, min_baseline), so 0
+        against 0 or 3 against 1 never fire with the defaults. Down: fires when baseline >= min_baseline
+        and current < baseline / ratio. No baseline yet (learning) or no current value: no verdict.
+        """
+        s = self.spec
+        base = baseline_value(self.offset_us, self.median_of, history, t, known_from, s.aggregate or "count")
+        cur = self.measure(w, t)
+        if base is None or cur is None:
+            return NONE, cur, base
+        for lvl, ratio in self.thresholds:
+            if s.up:
+                if cur >= s.min_current and cur > ratio * max(base, s.min_baseline):
+                    return lvl, cur, base
+            elif base >= s.min_baseline and cur * ratio < base:
+                return lvl, cur, base
+        return NONE, cur, base
+
+    def spike_threshold(self, level: int, base: float | None) -> float | None:
+        """The absolute value a spike crossed (or would cross): the ratio applied to the baseline."""
+        ratio = self.threshold_for(level) if level != NONE else (self.threshold_for(1) or self.threshold_for(2))
+        if ratio is None or base is None:
+            return None
+        s = self.spec
+        return ratio * max(base, s.min_baseline) if s.up else base / ratio
 
     def new_window(self) -> SlidingWindow:
         s = self.spec
         return SlidingWindow(self.bucket_us, s.slices, numerator=s.aggregate == "ratio",
                              quantiles=self.quantile is not None, threshold_keys=self.threshold_keys,
-                             extrema=s.aggregate in ("min", "max"))
+                             extrema=s.aggregate in ("min", "max"), regression=s.kind == "forecast")
 
     def value_of(self, rec: Mapping[str, Any]) -> float | None:
         """The number a sample contributes: the metric value, the health field, or 1 per log line."""
@@ -332,11 +473,20 @@ class Rule:
         return tuple(g(rec) for g in self.group_getters)
 
     def group_labels(self, key: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self.spec.group_by, key, strict=True))
+        return dict(zip(self.label_names, key, strict=True))
 
     def measure(self, w: SlidingWindow, t: int) -> float | None:
         """The aggregate over the window ending at ``t``; None when the window holds nothing."""
         agg = self.spec.aggregate
+        if self.is_pattern:
+            return float(w.count(t))
+        if self.spec.kind == "forecast":
+            if w.span_us(t) * 2 < self.window_us:
+                return None  # a line through less than half a window is noise read hours ahead
+            line = w.linear(t)
+            if line is None or (self.spec.up and line[1] < self.spec.min_current):
+                return None  # min_current: only a line that is already high is read ahead (node_exporter's mixin)
+            return line[1] + line[0] * self.spec.predict  # type: ignore[operator]
         if agg == "count":
             return float(w.count(t))
         if agg == "rate_per_min":
@@ -360,7 +510,7 @@ class Rule:
 
     def level(self, w: SlidingWindow, t: int) -> int:
         """NONE, WARNING or CRITICAL for the window ending at ``t`` (no data is NONE)."""
-        above = self.spec.direction == "above"
+        above = self.spec.up
         if self.quantile is not None:
             n = w.count(t)
             if n == 0:
@@ -397,7 +547,7 @@ class Rule:
 
     def fingerprint(self, key: tuple[str, ...]) -> str:
         """Rule name plus group labels, hashed: stable across processes and restarts."""
-        text = "\x1f".join([self.name, *(f"{k}={v}" for k, v in zip(self.spec.group_by, key, strict=True))])
+        text = "\x1f".join([self.name, *(f"{k}={v}" for k, v in zip(self.label_names, key, strict=True))])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -9,7 +9,11 @@ One loop, one thread (``run()``); each pass follows these steps:
    (error, source topic/partition/offset, stage) and processing continues;
 3. feed the engine (windows, evaluation at event-time instants);
 4. every ``tick_interval_s``: apply manual resolves from the control topic
-   and run the processing-time tick on caught-up partitions;
+   and run the processing-time tick on caught-up partitions (a fetch
+   succeeded since the last tick and the position is at the high-water mark
+   it reported; none while fetches fail, and for as long again as an outage
+   lasted: ``tocsin.processors.fetches``), so event time never follows the
+   wall clock while the broker cannot be read;
 5. produce the transitions to the alerts topic, keyed by fingerprint;
 6. at most once a second, outside the lock the HTTP accessors take: flush
    the producer (transitions and dead letters acknowledged), then commit the
@@ -49,6 +53,7 @@ import collections
 import gc
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -61,7 +66,7 @@ from kafka.structs import OffsetAndMetadata
 
 from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
-from tocsin.core.errors import DecodeError, KafkaError
+from tocsin.core.errors import DecodeError, KafkaError, RuleError
 from tocsin.core.events import (
     ALERT_EVENT,
     CONTROL_EVENT,
@@ -76,21 +81,22 @@ from tocsin.processors import ack as acks
 from tocsin.processors.alerts import Transition, fingerprint_of
 from tocsin.processors.config import ProcessorSettings
 from tocsin.processors.engine import Engine, PartitionState
+from tocsin.processors.fetches import FetchWatch
 from tocsin.processors.rules import Rule, RuleSet, load_rules
-from tocsin.processors.view import Counters as ViewCounters
-from tocsin.processors.view import LatencyHistogram, ResolveOutcome, SeriesPoint
 from tocsin.schemas.codec import default_codec
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "tocsin-processor"
 COMMIT_INTERVAL_S = 1.0
+FLUSH_WAIT_S = 0.5
+"""Longest the loop waits for the producer's acknowledgements in one commit step (then it polls again)."""
+FINAL_FLUSH_S = 30.0
+COMMIT_TIMEOUT_MS = 10_000
 POLL_TIMEOUT_MS = 100
 RATE_WINDOW_S = 10.0
 RECENT_CONTROL = 10_000
 GC_THRESHOLDS = (50_000, 20, 100)
-LIVENESS_S = 30.0
-"""``consuming()`` is false when the loop has not polled for this long."""
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 RECORD_OF_SOURCE = {"logs": LOG_EVENT, "metrics": METRIC_EVENT, "health": HEALTH_EVENT}
 
@@ -114,28 +120,13 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class ProcessorService(Component):
-    """The stream processor as a running component; its accessors are ``tocsin.processors.view.ServiceView``.
+    """The stream processor as a running component: ``start()``, ``run()`` (the loop), ``close()``.
 
-    Every accessor is a thread-safe snapshot, cheap, and never touches Kafka
-    (except ``resolve``), so the HTTP API can call them from its own thread
-    while ``run()`` loops:
-
-    * ``counters() -> view.Counters``: consumed and processed per topic, late, dead_lettered,
-      decode_errors, live_series, events_per_s, processing latency histogram (record produce time to
-      processed, one sample per partition batch). ``engine_counters()`` has the rest: future_capped,
-      invalid, transitions, evaluations, control_applied.
-    * ``consumer_lag() -> {(topic, partition): records behind the log end}`` for the assigned partitions.
-    * ``consuming()``, ``kafka_reachable()``, ``clickhouse_reachable()`` (always None), ``uptime_s()``.
-    * ``active_alerts()``: the latest AlertEvent (record dict) of every open incident, ``value`` current.
-    * ``alert_history()`` / ``recent_transitions(limit)``: AlertEvents this process emitted, newest first.
-    * ``latest_health()``: the newest HealthEvent per (service, check).
-    * ``service_series(limit)``: per service, one ``view.SeriesPoint`` per minute of the last hour of
-      event time (errors, errors per minute, p95 api_response_time); ``error_count_1h()``;
-      ``service_summary()``: per service error_rate_per_min_1h and p95_latency_ms_1h.
-    * ``status()``: assigned and replaying partitions, series, open alerts, rules, takeover times.
-    * ``resolve(alert_id, reason, actor)``: "accepted" (a ControlEvent was sent; the owner applies it),
-      "already_resolved" or "unknown"; ``rules`` is the compiled ``RuleSet``.
-
+    What its HTTP API shows is read by ``tocsin.processors.view.ProcessorView``, which copies the public
+    attributes below under ``lock`` (the loop holds it for a whole pass and writes them only then):
+    ``engine``, ``recent`` (AlertEvents emitted here, newest first), ``consumed``/``processed`` per topic,
+    ``latency``, ``lag`` (per partition, records behind the log end), ``takeover`` (ms to rebuild a partition),
+    ``rules``; and, without the lock, the loop's liveness: ``started_at_us``, ``last_poll``, ``kafka_ok``.
     With several processes each sees only the partitions (services) it owns.
     """
 
@@ -149,37 +140,38 @@ class ProcessorService(Component):
         t = cfg.kafka.topics
         self.source_of = {t.logs: "logs", t.metrics: "metrics", t.health: "health"}
         self.topic_of = {v: k for k, v in self.source_of.items()}
-        self._lock = threading.RLock()
-        self._rules: RuleSet | None = None
+        self.lock = threading.RLock()
+        self.rules: RuleSet | None = None
         self.engine: Engine | None = None
-        self._consumer: Any = None
+        self.consumer: Any = None
         self._control: Any = None
-        self._producer: Any = None
-        self._codec = default_codec()
-        self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.pcfg.recent_transitions)
+        self.producer: Any = None
+        self.codec = default_codec()
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.pcfg.recent_transitions)
         self._resolves: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_CONTROL)
-        self._lag: dict[tuple[str, int], int] = {}
-        self._consumed: collections.Counter[str] = collections.Counter()
-        self._processed: collections.Counter[str] = collections.Counter()
-        self._lat_counts = [0] * len(LATENCY_BUCKETS_S)
-        self._lat_n = 0
-        self._lat_sum = 0.0
-        self._last_poll = 0.0
-        self._kafka_ok = True
+        self.lag: dict[tuple[str, int], int] = {}
+        self.consumed: collections.Counter[str] = collections.Counter()
+        self.processed: collections.Counter[str] = collections.Counter()
+        self.latency = LatencyCounts()
+        self.last_poll = 0.0
+        self.kafka_ok = True
         self._positions: dict[tuple[str, int], int] = {}
         self._record_ts: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._nparts: dict[str, int] = {}
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
-        self._started_at = 0
+        self.started_at_us = 0
         self._last_commit = 0.0
         self._last_tick = 0.0
         self._last_heartbeat = 0.0
-        self._takeover: dict[str, float] = {}
+        self.takeover: dict[str, float] = {}
         self._assigned_mono: dict[tuple[str, int], float] = {}
         self._uncommitted = False
         self._pending_lock = threading.Lock()
         self._pending_assignment: set[TopicPartition] | None = None
+        self.fetches: FetchWatch | None = None
+        self._reload_requested = False
+        self._previous_sighup: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -188,21 +180,75 @@ class ProcessorService(Component):
         # Windows and trackers are long-lived objects: collect the young generation less often so the
         # collector does not re-walk them every few hundred events (CPython's default is 700, 10, 10).
         gc.set_threshold(*GC_THRESHOLDS)
-        self._rules = load_rules(p.rules_file)
+        self.rules = load_rules(p.rules_file)
         self.engine = Engine(
-            self._rules, eval_interval_us=int(p.eval_interval_s * 1e6), grace_us=int(p.grace_s * 1e6),
+            self.rules, eval_interval_us=int(p.eval_interval_s * 1e6), grace_us=int(p.grace_s * 1e6),
             max_future_us=int(p.max_future_s * 1e6), max_catchup_steps=p.max_catchup_steps,
             idle_evict_us=int(p.idle_series_evict_s * 1e6), wall=self.wall)
-        self._started_at = now_us()
+        self.started_at_us = now_us()
         kcfg = self.cfg.kafka
-        self._producer = kafka_api.producer(kcfg, linger_ms=2)
-        self._consumer = kafka_api.consumer(
+        self.producer = kafka_api.producer(kcfg, linger_ms=2)
+        self.consumer = kafka_api.consumer(
             kcfg, group_id=p.group_id, max_poll_records=p.max_poll_records,
             session_timeout_ms=p.session_timeout_ms, heartbeat_interval_ms=max(1000, p.session_timeout_ms // 4),
             auto_offset_reset="earliest" if p.start_without_commit == "earliest" else "latest")
-        self._consumer.subscribe(list(self.source_of), listener=_Listener(self))
+        self.consumer.subscribe(list(self.source_of), listener=_Listener(self))
+        self.fetches = FetchWatch(self.consumer, min_hold_s=p.grace_s)
         self._start_control()
-        log.info("processor started", extra={"rules": len(self._rules.rules), "group": p.group_id})
+        if self.engine.patterns:
+            self._restore_patterns()
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+            # SIGHUP reloads the rule file (as Prometheus does); the loop does it between passes.
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+        log.info("processor started", extra={"rules": len(self.rules.rules), "group": p.group_id})
+
+    def _restore_patterns(self) -> None:
+        """new_pattern rules: the seen set from the compacted patterns topic (read to its end), so a restart
+        starts no new learning period for the services it knows."""
+        latest: dict[bytes, tuple[str, str, str, int]] = {}
+
+        def handle(_tp: TopicPartition, m: Any) -> None:
+            if m.key is None:
+                return
+            if m.value is None:
+                latest.pop(m.key, None)
+                return
+            try:
+                v = json.loads(m.value)
+                latest[m.key] = (str(v["rule"]), str(v["service"]), str(v["pattern_id"]), int(v["last_seen_us"]))
+            except (ValueError, TypeError, KeyError):
+                log.warning("skipping an unreadable patterns record", extra={"offset": m.offset})
+
+        kafka_api.read_topic(self.cfg.kafka, self.cfg.kafka.topics.patterns, handle, timeout_s=60, missing_ok=True)
+        n = self.engine.load_patterns(latest.values())  # type: ignore[union-attr]
+        log.info("error patterns restored", extra={"patterns": n})
+
+    def _publish_patterns(self) -> None:
+        """Seen patterns to the compacted patterns topic, keyed by service, pattern id and rule (flushed
+        with the transitions, before the offsets that produced them are committed)."""
+        topic = self.cfg.kafka.topics.patterns
+        for rule, service, pid, ts in self.engine.take_pattern_changes():  # type: ignore[union-attr]
+            key = f"{service}\x1f{pid}\x1f{rule}".encode()
+            value = None if ts is None else json.dumps(
+                {"rule": rule, "service": service, "pattern_id": pid, "last_seen_us": ts}).encode()
+            self.producer.send(topic, key=key, value=value)
+
+    def _on_sighup(self, _signum: int, _frame: object) -> None:
+        self._reload_requested = True  # a signal handler must not take the loop's lock
+
+    def reload_rules(self) -> dict[str, list[str]]:
+        """Reads the rule file again and swaps it in (``Engine.reload``); returns what changed.
+
+        Raises ``RuleError`` (the same problems as ``tocsin rules check``) and keeps the old rules
+        when the file does not validate. The file is read outside the loop's lock.
+        """
+        rules = load_rules(self.pcfg.rules_file)
+        with self.lock:
+            assert self.engine is not None
+            summary = self.engine.reload(rules)
+            self.rules = rules
+        log.info("rules reloaded", extra={k: ",".join(v) for k, v in summary.items() if k != "unchanged"})
+        return summary
 
     def _start_control(self) -> None:
         kcfg = self.cfg.kafka
@@ -231,15 +277,21 @@ class ProcessorService(Component):
 
     def run_once(self, poll_timeout_ms: int = POLL_TIMEOUT_MS) -> int:
         """One pass of the loop (steps 1-6 of the module docstring); returns the records handled."""
+        if self._reload_requested:
+            self._reload_requested = False
+            try:
+                self.reload_rules()
+            except RuleError as exc:
+                log.error("rule reload failed; the old rules stay", extra={"problems": " | ".join(exc.problems)})
         try:
-            batch = self._consumer.poll(timeout_ms=poll_timeout_ms)  # 1. (rebalances happen in here)
+            batch = self.consumer.poll(timeout_ms=poll_timeout_ms)  # 1. (rebalances happen in here)
         except _KafkaError:
-            self._kafka_ok = False
+            self.kafka_ok = False
             raise
-        self._kafka_ok = True
-        self._last_poll = time.monotonic()
+        self.kafka_ok = True
+        self.last_poll = time.monotonic()
         n = 0
-        with self._lock:
+        with self.lock:
             engine = self.engine
             assert engine is not None
             with self._pending_lock:
@@ -255,12 +307,16 @@ class ProcessorService(Component):
                 n += self._handle_batch(ps, tp, records)  # 2. 3.
             mono = time.monotonic()
             if mono - self._last_tick >= self.pcfg.tick_interval_s:
-                self._last_tick = mono
+                since, self._last_tick = self._last_tick, mono
                 self._poll_control()  # 4.
-                self._tick()
+                self._tick(since)
             self._publish(engine.take_transitions())  # 5.
+            if engine.patterns:
+                self._publish_patterns()
             if n:
                 self._rate.append((mono, n))
+            while self._rate and self._rate[0][0] < mono - RATE_WINDOW_S:
+                self._rate.popleft()
         # Outside the lock: a flush can wait on a broker, and the HTTP API's accessors must not wait with it.
         # Only this thread changes what the commit reads (positions, partitions).
         if mono - self._last_commit >= COMMIT_INTERVAL_S:
@@ -271,23 +327,32 @@ class ProcessorService(Component):
             self._heartbeat()
         return n
 
+    def events_per_s(self, now: float) -> float:
+        """Events processed per second over the last ``RATE_WINDOW_S`` (the loop trims the window each pass)."""
+        return sum(n for t, n in list(self._rate) if t >= now - RATE_WINDOW_S) / RATE_WINDOW_S
+
     def _release(self) -> None:
-        with self._lock:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        with self.lock:
             try:
-                if self._consumer is not None and self.engine is not None:
+                if self.consumer is not None and self.engine is not None:
                     self._publish(self.engine.take_transitions())
-                    self._flush_and_commit()
+                    if self.engine.patterns:
+                        self._publish_patterns()
+                    self._flush_and_commit(FINAL_FLUSH_S)
             except Exception:
                 log.exception("final commit failed")
         # Outside the lock: closing runs the revocation listener on the consumer's IO thread.
-        for client in (self._consumer, self._control):
+        for client in (self.consumer, self._control):
             if client is not None:
                 try:
                     client.close()
                 except Exception:
                     log.exception("closing a consumer failed")
-        if self._producer is not None:
-            self._producer.close(timeout=10)
+        if self.producer is not None:
+            self.producer.close(timeout=10)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -295,7 +360,7 @@ class ProcessorService(Component):
         engine = self.engine
         assert engine is not None
         counters = engine.counters
-        decode = self._codec.decode_events
+        decode = self.codec.decode_events
         source = ps.source
         expected = RECORD_OF_SOURCE[source]
         check = engine.check
@@ -327,12 +392,12 @@ class ProcessorService(Component):
                     reason = f"processing failed: {type(exc).__name__}: {exc}"
                 counters.invalid += 1
                 # A bad event inside a good batch goes alone, re-encoded: its neighbours were processed.
-                self._deadletter(m, reason, "validate", value=self._codec.encode(name, rec) if batched else None)
+                self._deadletter(m, reason, "validate", value=self.codec.encode(name, rec) if batched else None)
         last = records[-1]
         key = ps.key
-        self._consumed[tp.topic] += len(records)
-        self._processed[tp.topic] += counters.processed - processed_before
-        self._observe_latency(max(0.0, time.time() - last.timestamp / 1000))
+        self.consumed[tp.topic] += len(records)
+        self.processed[tp.topic] += counters.processed - processed_before
+        self.latency.observe(max(0.0, time.time() - last.timestamp / 1000))
         self._positions[key] = last.offset + 1
         self._record_ts[key] = last.timestamp
         self._uncommitted = True
@@ -345,33 +410,38 @@ class ProcessorService(Component):
         started = self._assigned_mono.pop(key, None)
         if started is not None:
             ms = (time.monotonic() - started) * 1000
-            self._takeover[f"{key[0]}:{key[1]}"] = ms
+            self.takeover[f"{key[0]}:{key[1]}"] = ms
             log.info("partition rebuilt", extra={"partition": f"{key[0]}:{key[1]}", "takeover_ms": round(ms)})
 
     def _deadletter(self, m: Any, error: str, stage: str, value: bytes | None = None) -> None:
         self.engine.counters.deadlettered += 1  # type: ignore[union-attr]
-        self._producer.send(self.cfg.kafka.topics.deadletter, key=m.key, value=m.value if value is None else value,
+        self.producer.send(self.cfg.kafka.topics.deadletter, key=m.key, value=m.value if value is None else value,
                             headers=kafka_api.deadletter_headers(error, m.topic, m.partition, m.offset, stage))
 
     def _publish(self, transitions: list[Transition]) -> None:
         topic = self.cfg.kafka.topics.alerts
         for t in transitions:
             record = t.as_record()
-            self._producer.send(topic, key=t.fingerprint.encode(), value=self._codec.encode(ALERT_EVENT, record))
-            self._recent.appendleft(record)
+            self.producer.send(topic, key=t.fingerprint.encode(), value=self.codec.encode(ALERT_EVENT, record))
+            self.recent.appendleft(record)
             log.info("alert transition", extra={"alert_id": t.alert_id, "state": t.state, "severity": t.severity})
 
-    def _flush_and_commit(self, only: set[tuple[str, int]] | None = None) -> None:
-        """Steps 6: transitions and dead letters acknowledged first, then the offsets that produced them."""
-        self._producer.flush(timeout=60)
+    def _flush_and_commit(self, flush_s: float = FLUSH_WAIT_S) -> None:
+        """Steps 6: transitions and dead letters acknowledged first, then the offsets that produced them.
+
+        Waits at most ``flush_s`` for the acknowledgements: while the broker is away the loop goes on
+        polling (and reporting) and commits nothing.
+        """
         self._last_commit = time.monotonic()
-        if not self._uncommitted and only is None:
+        try:
+            self.producer.flush(timeout=flush_s)
+        except _KafkaError:
+            return  # not acknowledged yet: nothing is committed past it
+        if not self._uncommitted:
             return
         offsets = {}
         engine = self.engine
         for key, pos in self._positions.items():
-            if only is not None and key not in only:
-                continue
             if engine is not None and key not in engine.partitions:
                 continue
             if pos <= self._committed.get(key, -1):
@@ -379,7 +449,11 @@ class ProcessorService(Component):
             meta = json.dumps({"rts": self._record_ts.get(key, -1)})
             offsets[TopicPartition(*key)] = OffsetAndMetadata(pos, meta, -1)
         if offsets:
-            self._consumer.commit(offsets)
+            try:
+                self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+            except _KafkaError as exc:
+                log.warning("committing offsets failed; retrying", extra={"error": str(exc)})
+                return
             for tp, om in offsets.items():
                 self._committed[(tp.topic, tp.partition)] = om.offset
         self._uncommitted = False
@@ -393,7 +467,7 @@ class ProcessorService(Component):
         for records in batch.values():
             for m in records:
                 try:
-                    name, rec = self._codec.decode(m.value)
+                    name, rec = self.codec.decode(m.value)
                 except DecodeError as exc:
                     self.engine.counters.decode_errors += 1  # type: ignore[union-attr]
                     self._deadletter(m, exc.reason, "control")
@@ -413,18 +487,44 @@ class ProcessorService(Component):
         actor = rec.get("actor") or "manual"
         self.engine.resolve(rec["alert_id"], rec["ts"], actor)  # type: ignore[union-attr]
 
-    def _tick(self) -> None:
-        """Processing-time tick: move the clock of caught-up, quiet partitions (absence, timers)."""
+    def _tick(self, since: float) -> None:
+        """Processing-time tick: move the clock of caught-up, quiet partitions to the wall clock (absence, timers).
+
+        Only a partition known to be caught up moves: it is not replaying, a fetch from its leader succeeded
+        since the previous tick (``since``) and its position is at the high-water mark that fetch reported; and
+        not while the fetches are held after an outage (``FetchWatch.holding``). While the broker cannot be
+        read nothing moves, so no event is counted late and no absence fires because of the outage.
+        """
         engine = self.engine
+        fetches = self.fetches
+        if fetches is not None and fetches.holding():
+            return
         wall = self.wall()
+        consumer = self.consumer
         for key, ps in engine.partitions.items():  # type: ignore[union-attr]
-            if ps.replay_until >= 0 or self._lag.get(key, 1) > 0:
+            if ps.replay_until >= 0:
+                continue
+            tp = TopicPartition(*key)
+            if fetches is not None and not fetches.ok_since(since, self._leader(tp)):
+                continue
+            hw, pos = consumer.highwater(tp), self._positions.get(key)
+            if hw is None or pos is None or hw > pos:
                 continue
             engine.advance_idle(ps, wall)  # type: ignore[union-attr]
 
+    def _leader(self, tp: TopicPartition) -> Any:
+        try:
+            return self.consumer._client.cluster.leader_for_partition(tp)
+        except Exception:  # kafka-python internals moved: any broker's fetch counts
+            return None
+
+    def fetching(self) -> bool:
+        """The consumer's fetches succeed (see ``FetchWatch.fetching``)."""
+        return self.fetches.fetching() if self.fetches is not None else True
+
     def _update_lag(self) -> None:
-        consumer = self._consumer
-        lag = dict(self._lag)
+        consumer = self.consumer
+        lag = dict(self.lag)
         for key in list(self.engine.partitions):  # type: ignore[union-attr]
             tp = TopicPartition(*key)
             hw = consumer.highwater(tp)
@@ -437,32 +537,32 @@ class ProcessorService(Component):
                 except Exception:
                     continue
             lag[key] = max(0, hw - pos)
-        self._lag = lag  # one assignment: readers see the old or the new table, never half of one
+        self.lag = lag  # one assignment: readers see the old or the new table, never half of one
 
     def _heartbeat(self) -> None:
         counters = self.engine.counters  # type: ignore[union-attr]
         ts = now_us()
         figures = {
             "tocsin_heartbeat": (1.0, "count"),
-            "tocsin_processor_events_per_s": (self.events_per_s(), "events_per_s"),
-            "tocsin_processor_consumer_lag": (float(sum(self._lag.values())), "count"),
+            "tocsin_processor_events_per_s": (self.events_per_s(time.monotonic()), "events_per_s"),
+            "tocsin_processor_consumer_lag": (float(sum(self.lag.values())), "count"),
             "tocsin_processor_late_total": (float(counters.late), "count"),
             "tocsin_processor_deadlettered_total": (float(counters.deadlettered), "count"),
-            "tocsin_processor_open_alerts": (float(len(self.active_alerts())), "count"),
+            "tocsin_processor_open_alerts": (float(len(self.engine.open_records())), "count"),  # type: ignore[union-attr]
         }
         topic = self.cfg.kafka.topics.metrics
         for name, (value, unit) in figures.items():
             record = {"event_id": new_event_id(), "ts": ts, "service": SERVICE_NAME, "host": HOSTNAME,
                       "name": name, "value": value, "unit": unit, "labels": {"component": "processor"}}
-            self._producer.send(topic, key=SERVICE_NAME.encode(), value=self._codec.encode(METRIC_EVENT, record))
+            self.producer.send(topic, key=SERVICE_NAME.encode(), value=self.codec.encode(METRIC_EVENT, record))
 
     # -- rebalance ----------------------------------------------------------------------------
 
     def _revoked(self, revoked: set[TopicPartition]) -> None:
         """IO thread, main loop blocked in poll/close: make our transitions visible to the next owner."""
         try:
-            if self._producer is not None:
-                self._producer.flush(timeout=30)
+            if self.producer is not None:
+                self.producer.flush(timeout=30)
         except Exception:
             log.exception("flushing transitions on revocation failed")
 
@@ -475,7 +575,7 @@ class ProcessorService(Component):
         """Main loop: drop what we lost, keep what we still own, rebuild what is new (see the module docstring)."""
         engine = self.engine
         assert engine is not None
-        consumer = self._consumer
+        consumer = self.consumer
         new_keys = {(tp.topic, tp.partition) for tp in assigned}
         for key in list(engine.partitions):
             if key not in new_keys:
@@ -503,7 +603,7 @@ class ProcessorService(Component):
             ends = consumer.end_offsets(kept)
             for tp in kept:
                 key = (tp.topic, tp.partition)
-                self._lag[key] = max(0, ends[tp] - self._positions[key])
+                self.lag[key] = max(0, ends[tp] - self._positions[key])
         if not fresh:
             return
         self._setup_partitions(fresh)
@@ -516,12 +616,12 @@ class ProcessorService(Component):
     def _forget(self, key: tuple[str, int]) -> None:
         for d in (self._positions, self._record_ts, self._committed):
             d.pop(key, None)
-        self._lag.pop(key, None)
+        self.lag.pop(key, None)
 
     def _setup_partitions(self, fresh: list[TopicPartition]) -> None:
         """Step 2 of recovery: seek each new partition to the start of its replay."""
         engine = self.engine
-        consumer = self._consumer
+        consumer = self.consumer
         span_ms = (engine.rules.horizon_us + engine.grace_us) // 1000 + int(self.pcfg.replay_margin_s * 1000)
         now_ms = now_us() // 1000
         beginnings = consumer.beginning_offsets(fresh)
@@ -568,7 +668,7 @@ class ProcessorService(Component):
                     self._assigned_mono[key] = mono
             self._positions[key] = start
             self._nparts.setdefault(tp.topic, len(consumer.partitions_for_topic(tp.topic) or []))
-            self._lag[key] = max(0, ends[tp] - start)
+            self.lag[key] = max(0, ends[tp] - start)
 
     def _restore_alerts(self, keys: set[tuple[str, int]]) -> int:
         """Step 1 of recovery: the latest AlertEvent per fingerprint, for services in ``keys``."""
@@ -577,7 +677,7 @@ class ProcessorService(Component):
 
         def owner(rule: Rule, service: str) -> PartitionState | None:
             topic = self.topic_of[rule.source]
-            n = self._nparts.get(topic) or len(self._consumer.partitions_for_topic(topic) or [])
+            n = self._nparts.get(topic) or len(self.consumer.partitions_for_topic(topic) or [])
             if not n:
                 return None
             key = (topic, partition_for(service, n))
@@ -585,122 +685,7 @@ class ProcessorService(Component):
 
         return engine.restore(latest.values(), owner)
 
-    # -- accessors (tocsin.processors.view.ServiceView) -----------------------------------------------
-
-    @property
-    def rules(self) -> RuleSet | None:
-        return self._rules
-
-    def counters(self) -> ViewCounters:
-        with self._lock:
-            c = self.engine.counters if self.engine else None
-            return ViewCounters(
-                consumed=dict(self._consumed), processed=dict(self._processed),
-                late=c.late if c else 0, dead_lettered=c.deadlettered if c else 0,
-                decode_errors=c.decode_errors if c else 0,
-                live_series=self.engine.series_count() if self.engine else 0,
-                events_per_s=self.events_per_s(), latency=self._latency_histogram())
-
-    def engine_counters(self) -> dict[str, int]:
-        """Every counter of the engine (future_capped, invalid, transitions, evaluations, control_applied...)."""
-        with self._lock:
-            return self.engine.counters.as_dict() if self.engine else {}
-
-    def consumer_lag(self) -> dict[tuple[str, int], int]:
-        with self._lock:
-            return dict(self._lag)
-
-    def consuming(self) -> bool:
-        return self._started_at > 0 and not self.stopping and time.monotonic() - self._last_poll < LIVENESS_S
-
-    def kafka_reachable(self) -> bool:
-        return self._kafka_ok
-
-    def clickhouse_reachable(self) -> bool | None:
-        return None  # the processor does not use ClickHouse
-
-    def active_alerts(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return self.engine.open_records() if self.engine else []
-
-    def alert_history(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._recent]
-
-    def recent_transitions(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self.alert_history()[:limit]
-
-    def latest_health(self) -> list[dict[str, Any]]:
-        with self._lock:
-            if not self.engine:
-                return []
-            return [dict(v) for _, v in sorted(self.engine.latest_health.items())]
-
-    def service_series(self, limit: int) -> dict[str, list[SeriesPoint]]:
-        with self._lock:
-            if not self.engine:
-                return {}
-            points = self.engine.service_points(limit)
-        return {svc: [SeriesPoint(ts_us=ts, errors=n, error_rate_per_min=float(n), p95_latency_ms=p95)
-                      for ts, n, p95 in pts] for svc, pts in points.items()}
-
-    def service_summary(self) -> dict[str, dict[str, float | None]]:
-        with self._lock:
-            return self.engine.service_summary() if self.engine else {}
-
-    def error_count_1h(self) -> int:
-        with self._lock:
-            return self.engine.error_count() if self.engine else 0
-
-    def uptime_s(self) -> float:
-        return (now_us() - self._started_at) / 1e6 if self._started_at else 0.0
-
-    def events_per_s(self) -> float:
-        cutoff = time.monotonic() - RATE_WINDOW_S
-        while self._rate and self._rate[0][0] < cutoff:
-            self._rate.popleft()
-        return sum(n for _, n in self._rate) / RATE_WINDOW_S
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            engine = self.engine
-            parts = sorted(f"{k[0]}:{k[1]}" for k in (engine.partitions if engine else {}))
-            replaying = sorted(f"{k[0]}:{k[1]}" for k, p in (engine.partitions.items() if engine else [])
-                               if p.replay_until >= 0)
-            return {
-                "started_at": self._started_at, "uptime_s": self.uptime_s(),
-                "events_per_s": self.events_per_s(), "assigned_partitions": parts,
-                "replaying_partitions": replaying, "series": engine.series_count() if engine else 0,
-                "open_alerts": len(engine.open_records()) if engine else 0,
-                "rules": [r.name for r in self._rules.rules] if self._rules else [],
-                "takeover_ms": dict(self._takeover),
-            }
-
-    def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
-        """Publishes a resolve ControlEvent if ``alert_id`` is open; the owning process applies it."""
-        fp = fingerprint_of(alert_id)
-        if not fp:
-            return "unknown"
-        state = None
-        with self._lock:
-            found = self.engine.by_fingerprint.get(fp) if self.engine else None
-            if found is not None and found[1].tracker is not None and found[1].tracker.alert_id == alert_id:
-                state = found[1].tracker.state
-        if state is None:  # owned by another process, or already forgotten here: ask the changelog
-            latest = read_alert_changelog(self.cfg).get(fp)
-            if latest is None:
-                return "unknown"
-            if latest["alert_id"] != alert_id:
-                try:
-                    older = int(alert_id.rpartition("-")[2]) < latest["started_at"]
-                except ValueError:
-                    older = False
-                return "already_resolved" if older else "unknown"
-            state = latest["state"]
-        if state not in ("pending", "firing"):
-            return "already_resolved"
-        self.request_resolve(alert_id, actor, reason)
-        return "accepted"
+    # -- on-call actions (tocsin.processors.ack.AckActions, through ProcessorView) ----------------
 
     def ack(self, alert_id: str, note: str, expires_at: int | None, actor: str) -> acks.AckOutcome:
         """Publishes an ``ack`` ControlEvent for an open incident (tocsin.processors.ack); the owner applies it."""
@@ -732,7 +717,7 @@ class ProcessorService(Component):
         fp = fingerprint_of(alert_id)
         if not fp:
             return None
-        with self._lock:
+        with self.lock:
             found = self.engine.by_fingerprint.get(fp) if self.engine else None
             tr = found[1].tracker if found is not None else None
             if tr is not None and tr.alert_id == alert_id and tr.record is not None:
@@ -741,48 +726,38 @@ class ProcessorService(Component):
         return latest if latest is not None and latest["alert_id"] == alert_id else None
 
     def _send_control(self, record: dict[str, Any]) -> None:
-        producer = self._producer or kafka_api.producer(self.cfg.kafka)
+        producer = self.producer or kafka_api.producer(self.cfg.kafka)
         try:
             producer.send(self.cfg.kafka.topics.control, key=record["fingerprint"].encode(),
-                          value=self._codec.encode(CONTROL_EVENT, record)).get(timeout=30)
+                          value=self.codec.encode(CONTROL_EVENT, record)).get(timeout=30)
         except _KafkaError as exc:
             raise KafkaError(f"sending the {record['action']} of {record['alert_id']} failed: {exc}") from exc
         finally:
-            if producer is not self._producer:
+            if producer is not self.producer:
                 producer.close(timeout=10)
 
-    def _latency_histogram(self) -> LatencyHistogram:
-        cumulative, running = [], 0
-        for bound, n in zip(LATENCY_BUCKETS_S, self._lat_counts, strict=True):
-            running += n
-            cumulative.append((bound, running))
-        return LatencyHistogram(buckets=tuple(cumulative), count=self._lat_n, sum_s=self._lat_sum)
+class LatencyCounts:
+    """Processing latency samples in ``LATENCY_BUCKETS_S``; written by the loop, read under its lock."""
 
-    def _observe_latency(self, seconds: float) -> None:
-        self._lat_n += 1
-        self._lat_sum += seconds
+    def __init__(self) -> None:
+        self.counts = [0] * len(LATENCY_BUCKETS_S)
+        self.n = 0
+        self.sum_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.n += 1
+        self.sum_s += seconds
         i = bisect.bisect_left(LATENCY_BUCKETS_S, seconds)
-        if i < len(self._lat_counts):
-            self._lat_counts[i] += 1
+        if i < len(self.counts):
+            self.counts[i] += 1
 
-    def request_resolve(self, alert_id: str, actor: str = "api", reason: str = "") -> str:
-        """Sends a manual resolve for ``alert_id`` to the control topic; returns the ControlEvent's id."""
-        fp = fingerprint_of(alert_id)
-        if not fp:
-            raise ValueError(f"not an alert id: {alert_id!r}")
-        record = {"event_id": new_event_id(), "ts": now_us(), "action": "resolve", "alert_id": alert_id,
-                  "fingerprint": fp, "silence_id": None, "matchers": [], "ends_at": None, "reason": reason,
-                  "actor": actor}
-        producer = self._producer or kafka_api.producer(self.cfg.kafka)
-        try:
-            producer.send(self.cfg.kafka.topics.control, key=fp.encode(),
-                          value=self._codec.encode(CONTROL_EVENT, record)).get(timeout=30)
-        except _KafkaError as exc:
-            raise KafkaError(f"sending the resolve of {alert_id} failed: {exc}") from exc
-        finally:
-            if producer is not self._producer:
-                producer.close(timeout=10)
-        return record["event_id"]
+    def cumulative(self) -> tuple[tuple[float, int], ...]:
+        """``(upper bound, samples at or below it)`` pairs, as Prometheus histograms count."""
+        out, running = [], 0
+        for bound, n in zip(LATENCY_BUCKETS_S, self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return tuple(out)
 
 
 def read_alert_changelog(cfg: ProcessorSettings, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:

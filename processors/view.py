@@ -1,15 +1,19 @@
-"""What the processor service's HTTP layer reads from the running processor, and the adapter that provides it.
+"""The one view of a running processor that its HTTP API and metrics read: immutable snapshots, refreshed off the loop.
 
-``ServiceView`` is the contract between the consumer loop and ``tocsin.processors.http``:
-every accessor returns a snapshot of state the consumer loop already keeps
-(counters, cached liveness, alert tables, chart series), so an HTTP request
-never touches Kafka or ClickHouse itself. The one action, ``resolve``,
-publishes a ControlEvent and returns without waiting for the processor to act.
-``ProcessorView`` implements it over ``tocsin.processors.service.ProcessorService``.
+``ProcessorView`` copies what the consumer loop of
+``tocsin.processors.service.ProcessorService`` keeps (counters, lag, alert
+tables, health entries, chart series) into a frozen ``Snapshot`` from a thread
+of its own, under the loop's lock, twice a second. An HTTP request reads the
+latest ``Snapshot`` only: it never waits on the loop and never touches Kafka.
+The one action, ``resolve``, publishes a ControlEvent and returns without
+waiting for the processor to act. The HTTP layer types what it reads as
+``ServiceView`` (``snapshot()`` and ``resolve()``), so tests can serve a
+``Snapshot`` they built by hand.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -18,9 +22,35 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from kafka.errors import KafkaError as _KafkaError
+
+from tocsin.core import kafka as kafka_api
+from tocsin.core.errors import KafkaError
+from tocsin.core.events import CONTROL_EVENT, new_event_id, now_us
+from tocsin.processors.alerts import fingerprint_of
+from tocsin.processors.service import ProcessorService, read_alert_changelog
+
 log = logging.getLogger(__name__)
 
 ResolveOutcome = Literal["accepted", "already_resolved", "unknown"]
+
+REFRESH_INTERVAL_S = 0.5
+"""How often the view thread probes the broker connection; the snapshot is copied every other time."""
+
+SNAPSHOT_EVERY = 2
+SERIES_INTERVAL_S = 5.0
+"""Chart series are refreshed at the pace the dashboard polls (5 s): they cost the most to copy."""
+
+STALL_S = 10.0
+"""No completed snapshot for this long means the consumer loop holds its lock, stuck (a pass takes ~0.1 s)."""
+
+LIVENESS_S = 30.0
+"""The loop counts as consuming while it polled within this long."""
+
+CHART_SERVICES = 12
+"""Services charted at once (most errors first), so a page stays legible and its JSON bounded."""
+
+HISTORY_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,7 @@ class Counters:
     live_series: int = 0  # window series held in memory now
     events_per_s: float = 0.0  # recent processing rate
     latency: LatencyHistogram = LatencyHistogram()
+    engine: Mapping[str, int] = field(default_factory=dict)  # every engine counter (transitions, invalid, ...)
 
 
 @dataclass(frozen=True)
@@ -60,56 +91,50 @@ class SeriesPoint:
     p95_latency_ms: float | None  # p95 of the service's request latency metric; None: no samples
 
 
-@runtime_checkable
-class ServiceView(Protocol):
-    """The running processor as the HTTP layer sees it. Every call is cheap and thread-safe.
+@dataclass(frozen=True)
+class Snapshot:
+    """The running processor at one moment, as the HTTP API shows it. Alerts and health events are the Avro
+    records (``AlertEvent``, ``HealthEvent`` field names, timestamps in int microseconds).
 
-    Alerts and health events are the Avro records (``AlertEvent``,
-    ``HealthEvent`` field names, timestamps in int microseconds).
+    ``polled_at`` and ``taken_at`` are ``time.monotonic()`` instants: ``consuming()`` ages them at read time, so
+    a loop that stopped polling, or holds its lock so no snapshot completes, shows at once.
     """
 
-    def counters(self) -> Counters:
-        """Snapshot of the processing counters."""
-        ...
+    counters: Counters = Counters()
+    lag: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> behind the log end
+    active: Sequence[Mapping[str, Any]] = ()  # the latest AlertEvent of every open incident
+    history: Sequence[Mapping[str, Any]] = ()  # AlertEvents this process emitted, newest first
+    health: Sequence[Mapping[str, Any]] = ()  # the latest HealthEvent per (service, check)
+    series: Mapping[str, Sequence[SeriesPoint]] = field(default_factory=dict)  # last hour, most errors first
+    error_count_1h: int = 0  # ERROR and CRITICAL log events over the last hour, all services
+    kafka: bool = True  # the broker answers (cached verdict, never probed per request)
+    fetching: bool = True  # the consumer's fetches succeed (false while they fail: idle clocks are held)
+    clickhouse: bool | None = None  # None: this process does not use ClickHouse
+    running: bool = True  # started and not stopping
+    polled_at: float = math.inf
+    taken_at: float = math.inf
+    started_at_us: int = 0
+    partitions: Sequence[str] = ()  # "topic:partition" assigned here
+    replaying: Sequence[str] = ()  # assigned and still replaying after an assignment
+    takeover_ms: Mapping[str, float] = field(default_factory=dict)
+    rules: Sequence[str] = ()
+    closed_ids: frozenset[str] = frozenset()  # alert ids in the history that are not open: resolve answers at once
 
-    def consumer_lag(self) -> Mapping[tuple[str, int], int]:
-        """``{(topic, partition): messages behind the log end}`` for the assigned partitions."""
-        ...
-
-    def consuming(self) -> bool:
-        """True while the consumer loop runs and has polled recently."""
-        ...
-
-    def kafka_reachable(self) -> bool:
-        """The consumer loop's last verdict on the broker (cached, never probed per request)."""
-        ...
-
-    def clickhouse_reachable(self) -> bool | None:
-        """The last verdict on ClickHouse; None when this process does not use ClickHouse."""
-        ...
-
-    def active_alerts(self) -> Sequence[Mapping[str, Any]]:
-        """The latest AlertEvent of every open incident (state pending or firing)."""
-        ...
-
-    def alert_history(self) -> Sequence[Mapping[str, Any]]:
-        """Recent AlertEvent transitions, newest first (bounded by the processor)."""
-        ...
-
-    def latest_health(self) -> Sequence[Mapping[str, Any]]:
-        """The latest HealthEvent per (service, check)."""
-        ...
-
-    def service_series(self, limit: int) -> Mapping[str, Sequence[SeriesPoint]]:
-        """Chart points over the last hour, oldest first, of the ``limit`` services with the most errors."""
-        ...
-
-    def error_count_1h(self) -> int:
-        """ERROR and CRITICAL log events over the last hour, all services."""
-        ...
+    def consuming(self, now: float | None = None) -> bool:
+        """True while the loop runs, polled within ``LIVENESS_S`` and a snapshot completed within ``STALL_S``."""
+        now = time.monotonic() if now is None else now
+        return self.running and now - self.polled_at < LIVENESS_S and now - self.taken_at < STALL_S
 
     def uptime_s(self) -> float:
-        """Seconds since the processor started."""
+        return (now_us() - self.started_at_us) / 1e6 if self.started_at_us else 0.0
+
+
+@runtime_checkable
+class ServiceView(Protocol):
+    """What the HTTP layer reads: the latest snapshot (memory only) and the one action."""
+
+    def snapshot(self) -> Snapshot:
+        """The latest snapshot; cheap and thread-safe."""
         ...
 
     def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
@@ -119,29 +144,6 @@ class ServiceView(Protocol):
         event) when it is closed already, so resolving twice is harmless.
         """
         ...
-
-
-# -- the adapter over the running ProcessorService ---------------------------------------------
-
-REFRESH_INTERVAL_S = 0.5
-"""How often the view thread probes the broker connection; the API snapshot is refreshed every other time."""
-
-SNAPSHOT_EVERY = 2
-SERIES_INTERVAL_S = 5.0
-"""Chart series are refreshed at the pace the dashboard polls (5 s): they cost the most to copy."""
-
-STALL_S = 10.0
-"""No completed snapshot for this long means the consumer loop holds its lock, stuck (a pass takes ~0.1 s)."""
-
-CHART_SERVICES = 12
-HISTORY_LIMIT = 1000
-
-
-class ProcessorLoop(ServiceView, Protocol):
-    """A ``ServiceView`` that runs a consumer loop: ``tocsin.processors.service.ProcessorService``."""
-
-    @property
-    def stopping(self) -> bool: ...
 
 
 def broker_connected(consumer: Any) -> bool | None:
@@ -159,33 +161,11 @@ def broker_connected(consumer: Any) -> bool | None:
         return None
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    counters: Counters = Counters()
-    lag: Mapping[tuple[str, int], int] = field(default_factory=dict)
-    active: tuple[Mapping[str, Any], ...] = ()
-    history: tuple[Mapping[str, Any], ...] = ()
-    health: tuple[Mapping[str, Any], ...] = ()
-    active_ids: frozenset[str] = frozenset()
-    closed_ids: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class _Series:
-    points: Mapping[str, Sequence[SeriesPoint]] = field(default_factory=dict)
-    error_count_1h: int = 0
-
-
 class ProcessorView:
-    """The ``ServiceView`` the HTTP app reads: snapshots of a running processor, refreshed by a thread.
+    """The ``ServiceView`` of a running ``ProcessorService``: snapshots copied by a thread of its own.
 
-    The processor's accessors take the lock its consumer loop holds for a
-    whole pass (and for as long as a flush waits on a missing broker). This
-    view's thread calls them twice a second and keeps immutable copies, so an
-    HTTP request only reads memory: it never waits on the loop and never
-    touches Kafka. It also checks the consumer's broker connections, which
-    notice a stopped broker at once. ``resolve`` goes to the service (it
-    publishes to Kafka, in the API's thread pool)::
+    The loop holds its lock for a whole pass; this view's thread takes it
+    twice a second to copy, so a request only reads memory::
 
         view = ProcessorView(service)          # after service.start()
         server, thread = serve(create_app(view, cfg), cfg)
@@ -194,29 +174,33 @@ class ProcessorView:
 
     ``clickhouse`` is an optional cached verdict (for a process that also
     writes ClickHouse, such as the sink's last insert outcome); it runs in the
-    view thread, so it must not block.
+    view thread, so it must not block. ``background=False`` starts no thread:
+    ``refresh()`` by hand (tests).
     """
 
-    def __init__(self, service: ProcessorLoop, *, clickhouse: Callable[[], bool | None] | None = None,
-                 chart_services: int = CHART_SERVICES) -> None:
+    def __init__(self, service: ProcessorService, *, clickhouse: Callable[[], bool | None] | None = None,
+                 chart_services: int = CHART_SERVICES, background: bool = True) -> None:
         self._service = service
         self._clickhouse = clickhouse
         self._chart_services = chart_services
-        self._snapshot = _Snapshot()
-        self._series = _Series()
-        self._snapshot_at = -math.inf
+        self._snapshot = Snapshot(taken_at=-math.inf)
+        self._series: tuple[Mapping[str, Sequence[SeriesPoint]], int] = ({}, 0)
         self._series_at = -math.inf
-        self._kafka_ok: bool | None = None
-        self._clickhouse_ok: bool | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._refresh_loop, name="tocsin-http-view", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._refresh_loop, name="tocsin-http-view", daemon=True)
+            self._thread.start()
 
     def close(self) -> None:
         """Stops the refresh thread; calling it twice is harmless."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(STALL_S)
+        t = self._thread
+        if t is not None and t.is_alive() and t is not threading.current_thread():
+            t.join(STALL_S)
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
 
     # -- the refresh thread ---------------------------------------------------------------------
 
@@ -224,71 +208,66 @@ class ProcessorView:
         tick = 0
         while not self._stop.is_set():
             try:
-                self.refresh(snapshot=tick % SNAPSHOT_EVERY == 0)
-            except Exception:  # a failing accessor must not end the API's view of the processor
+                self.refresh(full=tick % SNAPSHOT_EVERY == 0)
+            except Exception:  # a failing copy must not end the API's view of the processor
                 log.exception("refreshing the HTTP view failed")
             tick += 1
             self._stop.wait(REFRESH_INTERVAL_S)
 
-    def refresh(self, snapshot: bool = True) -> None:
-        """Probes the broker connection, then (``snapshot``) copies what the API shows."""
-        self._kafka_ok = broker_connected(getattr(self._service, "_consumer", None))
-        if self._clickhouse is not None:
-            self._clickhouse_ok = self._clickhouse()
-        if not snapshot:
-            return
+    def _verdicts(self) -> dict[str, Any]:
         s = self._service
-        history = tuple(s.alert_history())[:HISTORY_LIMIT]
-        active = tuple(s.active_alerts())
-        active_ids = frozenset(str(a.get("alert_id")) for a in active)
-        self._snapshot = _Snapshot(
-            counters=s.counters(), lag=dict(s.consumer_lag()), active=active, history=history,
-            health=tuple(s.latest_health()), active_ids=active_ids,
-            closed_ids=frozenset(str(a.get("alert_id")) for a in history) - active_ids)
+        probed = broker_connected(s.consumer)
+        return {"kafka": s.kafka_ok if probed is None else probed, "fetching": s.fetching(),
+                "clickhouse": self._clickhouse() if self._clickhouse is not None else None,
+                "running": s.started_at_us > 0 and not s.stopping, "polled_at": s.last_poll}
+
+    def refresh(self, full: bool = True) -> Snapshot:
+        """Probes the broker connection, then (``full``) copies what the API shows; returns the new snapshot."""
+        verdicts = self._verdicts()
+        if not full:
+            self._snapshot = dataclasses.replace(self._snapshot, **verdicts)
+            return self._snapshot
+        s = self._service
         now = time.monotonic()
-        if now - self._series_at >= SERIES_INTERVAL_S:
-            self._series = _Series(points=dict(s.service_series(self._chart_services)),
-                                   error_count_1h=int(s.error_count_1h()))
-            self._series_at = now
-        self._snapshot_at = time.monotonic()
+        series_due = now - self._series_at >= SERIES_INTERVAL_S
+        with s.lock:  # waits for the loop's pass to end: a stuck loop leaves taken_at to age
+            engine = s.engine
+            history = tuple(dict(r) for r in list(s.recent)[:HISTORY_LIMIT])
+            active = tuple(engine.open_records()) if engine else ()
+            health = tuple(dict(v) for _, v in sorted(engine.latest_health.items())) if engine else ()
+            c = engine.counters if engine else None
+            counters = Counters(
+                consumed=dict(s.consumed), processed=dict(s.processed), late=c.late if c else 0,
+                dead_lettered=c.deadlettered if c else 0, decode_errors=c.decode_errors if c else 0,
+                live_series=engine.series_count() if engine else 0, events_per_s=s.events_per_s(now),
+                latency=LatencyHistogram(s.latency.cumulative(), s.latency.n, s.latency.sum_s),
+                engine=c.as_dict() if c else {})
+            parts = tuple(sorted(f"{k[0]}:{k[1]}" for k in (engine.partitions if engine else {})))
+            replaying = tuple(sorted(f"{k[0]}:{k[1]}" for k, p in (engine.partitions.items() if engine else [])
+                                     if p.replay_until >= 0))
+            lag = dict(s.lag)
+            takeover = dict(s.takeover)
+            if series_due and engine:
+                points = engine.service_points(self._chart_services)
+                self._series = (
+                    {svc: [SeriesPoint(ts_us=ts, errors=n, error_rate_per_min=float(n), p95_latency_ms=p95)
+                           for ts, n, p95 in pts] for svc, pts in points.items()},
+                    engine.error_count())
+                self._series_at = now
+        active_ids = frozenset(str(a.get("alert_id")) for a in active)
+        self._snapshot = Snapshot(
+            counters=counters, lag=lag, active=active, history=history, health=health, series=self._series[0],
+            error_count_1h=self._series[1], started_at_us=s.started_at_us, partitions=parts, replaying=replaying,
+            takeover_ms=takeover, rules=tuple(r.name for r in s.rules.rules) if s.rules else (),
+            closed_ids=frozenset(str(a.get("alert_id")) for a in history) - active_ids,
+            taken_at=time.monotonic(), **verdicts)
+        return self._snapshot
 
-    # -- ServiceView (any thread) -----------------------------------------------------------------
+    # -- the action ---------------------------------------------------------------------------
 
-    def counters(self) -> Counters:
-        return self._snapshot.counters
-
-    def consumer_lag(self) -> Mapping[tuple[str, int], int]:
-        return self._snapshot.lag
-
-    def consuming(self) -> bool:
-        # A snapshot waits for the loop's lock: none for STALL_S means the loop is stuck inside a pass.
-        return self._service.consuming() and time.monotonic() - self._snapshot_at < STALL_S
-
-    def kafka_reachable(self) -> bool:
-        probed = self._kafka_ok
-        return self._service.kafka_reachable() if probed is None else probed
-
-    def clickhouse_reachable(self) -> bool | None:
-        return self._clickhouse_ok if self._clickhouse is not None else self._service.clickhouse_reachable()
-
-    def active_alerts(self) -> Sequence[Mapping[str, Any]]:
-        return self._snapshot.active
-
-    def alert_history(self) -> Sequence[Mapping[str, Any]]:
-        return self._snapshot.history
-
-    def latest_health(self) -> Sequence[Mapping[str, Any]]:
-        return self._snapshot.health
-
-    def service_series(self, limit: int) -> Mapping[str, Sequence[SeriesPoint]]:
-        points = self._series.points
-        return points if len(points) <= limit else dict(list(points.items())[:limit])
-
-    def error_count_1h(self) -> int:
-        return self._series.error_count_1h
-
-    def uptime_s(self) -> float:
-        return self._service.uptime_s()
+    def reload_rules(self) -> Mapping[str, Sequence[str]]:
+        """Reloads the rule file (the service's; raises RuleError and keeps the old rules)."""
+        return self._service.reload_rules()  # type: ignore[attr-defined]
 
     def ack(self, alert_id: str, note: str, expires_at: int | None, actor: str) -> Any:
         return self._service.ack(alert_id, note, expires_at, actor)  # tocsin.processors.ack.AckActions
@@ -297,7 +276,47 @@ class ProcessorView:
         return self._service.unack(alert_id, actor)
 
     def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
+        """Publishes a resolve ControlEvent if ``alert_id`` is open; the owning process applies it."""
         if alert_id in self._snapshot.closed_ids:
             return "already_resolved"  # answered from memory: no lock, no Kafka
-        # Open here, owned by another processor, or unknown: the service decides (and publishes).
-        return self._service.resolve(alert_id, reason, actor)
+        fp = fingerprint_of(alert_id)
+        if not fp:
+            return "unknown"
+        s = self._service
+        state = None
+        with s.lock:
+            found = s.engine.by_fingerprint.get(fp) if s.engine else None
+            if found is not None and found[1].tracker is not None and found[1].tracker.alert_id == alert_id:
+                state = found[1].tracker.state
+        if state is None:  # owned by another process, or already forgotten here: ask the changelog
+            latest = read_alert_changelog(s.cfg).get(fp)
+            if latest is None:
+                return "unknown"
+            if latest["alert_id"] != alert_id:
+                try:
+                    older = int(alert_id.rpartition("-")[2]) < latest["started_at"]
+                except ValueError:
+                    older = False
+                return "already_resolved" if older else "unknown"
+            state = latest["state"]
+        if state not in ("pending", "firing"):
+            return "already_resolved"
+        self._publish_resolve(alert_id, fp, actor, reason)
+        return "accepted"
+
+    def _publish_resolve(self, alert_id: str, fp: str, actor: str, reason: str) -> str:
+        """Sends a manual resolve to the control topic and waits for the broker; returns the ControlEvent's id."""
+        s = self._service
+        record = {"event_id": new_event_id(), "ts": now_us(), "action": "resolve", "alert_id": alert_id,
+                  "fingerprint": fp, "silence_id": None, "matchers": [], "ends_at": None, "reason": reason,
+                  "actor": actor}
+        producer = s.producer or kafka_api.producer(s.cfg.kafka)
+        try:
+            producer.send(s.cfg.kafka.topics.control, key=fp.encode(),
+                          value=s.codec.encode(CONTROL_EVENT, record)).get(timeout=30)
+        except _KafkaError as exc:
+            raise KafkaError(f"sending the resolve of {alert_id} failed: {exc}") from exc
+        finally:
+            if producer is not s.producer:
+                producer.close(timeout=10)
+        return record["event_id"]

@@ -218,11 +218,11 @@ class SlidingWindow:
 
     __slots__ = (
         "bucket_us", "cnt", "hi", "hist", "idx", "last_ts", "last_value", "le", "lo", "mapping", "n", "newest",
-        "num", "sm", "threshold_keys", "unsafe_last",
+        "num", "sm", "su", "suu", "suv", "threshold_keys", "unsafe_last",
     )
 
     def __init__(self, bucket_us: int, buckets: int, *, numerator: bool = False, quantiles: bool = False,
-                 threshold_keys: Sequence[int] = (), extrema: bool = True,
+                 threshold_keys: Sequence[int] = (), extrema: bool = True, regression: bool = False,
                  mapping: LogMapping = DEFAULT_MAPPING) -> None:
         # Typed arrays, not lists: no float object per bucket, nothing for the garbage collector to walk.
         self.bucket_us = bucket_us
@@ -233,6 +233,11 @@ class SlidingWindow:
         self.lo = array("d", [math.inf]) * buckets if extrema else None
         self.hi = array("d", [-math.inf]) * buckets if extrema else None
         self.num = array("q", bytes(8 * buckets)) if numerator else None
+        # Least squares (``regression``): per bucket, sums of u, u^2 and u*v with u the seconds since the
+        # bucket's start, so sums stay small and exact enough whatever the epoch (see ``linear``).
+        self.su = array("d", bytes(8 * buckets)) if regression else None
+        self.suu = array("d", bytes(8 * buckets)) if regression else None
+        self.suv = array("d", bytes(8 * buckets)) if regression else None
         self.newest = -1
         """Index of the newest bucket that got a sample: the window is empty once it slid past it."""
         self.unsafe_last = -1
@@ -265,6 +270,12 @@ class SlidingWindow:
                 self.hi[slot] = value  # type: ignore[index]
         if is_numerator:
             self.num[slot] += 1  # type: ignore[index]
+        su = self.su
+        if su is not None:
+            u = (ts - b * self.bucket_us) / 1e6
+            su[slot] += u
+            self.suu[slot] += u * u  # type: ignore[index]
+            self.suv[slot] += u * value  # type: ignore[index]
         if unsafe and b > self.unsafe_last:
             self.unsafe_last = b
         if ts >= self.last_ts:
@@ -301,6 +312,8 @@ class SlidingWindow:
             self.hi[slot] = -math.inf  # type: ignore[index]
         if self.num is not None:
             self.num[slot] = 0
+        if self.su is not None:
+            self.su[slot] = self.suu[slot] = self.suv[slot] = 0.0  # type: ignore[index]
         if self.hist is not None:
             self.hist[slot] = None
         for le in self.le:
@@ -355,8 +368,42 @@ class SlidingWindow:
 
     def nbytes(self) -> int:
         """Approximate payload size of the ring (for memory reports)."""
-        arrays = [a for a in (self.idx, self.cnt, self.sm, self.lo, self.hi, self.num, *self.le) if a is not None]
+        arrays = [a for a in (self.idx, self.cnt, self.sm, self.lo, self.hi, self.num, self.su, self.suu, self.suv,
+                              *self.le) if a is not None]
         return sum(8 * len(a) for a in arrays) + sum(h.nbytes() for h in self.hist or () if h is not None)
+
+    def linear(self, t: int) -> tuple[float, float] | None:
+        """Least-squares line through the window's samples: (slope per second, value at ``t``), as Prometheus'
+        ``deriv``/``predict_linear`` (x = sample time relative to ``t``); None with fewer than two distinct times.
+        """
+        if self.su is None:
+            raise ValueError("this window does not keep regression sums (regression=False)")
+        self.expire(t)
+        n = sx = sxx = sxy = sy = 0.0
+        bucket_us, su, suu, suv = self.bucket_us, self.su, self.suu, self.suv
+        for s, b in enumerate(self.idx):
+            c = self.cnt[s]
+            if b == EMPTY or not c:
+                continue
+            d = (b * bucket_us - t) / 1e6  # the bucket's start, seconds before t
+            n += c
+            sx += c * d + su[s]
+            sxx += c * d * d + 2 * d * su[s] + suu[s]
+            sxy += d * self.sm[s] + suv[s]
+            sy += self.sm[s]
+        if n < 2:
+            return None
+        var = n * sxx - sx * sx
+        if var <= 1e-9 * n * n:  # all samples at one instant: no slope
+            return None
+        slope = (n * sxy - sx * sy) / var
+        return slope, (sy - slope * sx) / n
+
+    def span_us(self, t: int) -> int:
+        """Event time from the start of the oldest bucket in the window to its newest sample (0 if empty)."""
+        self.expire(t)
+        oldest = min(self.idx)
+        return 0 if oldest == EMPTY or self.last_ts < 0 else self.last_ts - oldest * self.bucket_us
 
     def latest(self, t: int) -> float | None:
         """The value of the newest sample, if it is inside the window."""

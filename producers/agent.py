@@ -45,6 +45,18 @@ class AgentService(Component):
             from tocsin.producers.health import HealthScheduler
 
             self.components.append(HealthScheduler(self.cfg))
+        if agents.scrape.targets:
+            from tocsin.producers.inputs.scrape import ScrapeInput
+
+            self.components.append(ScrapeInput(self.cfg))
+        if agents.otlp.enabled:
+            from tocsin.producers.inputs.otlp import OtlpReceiver
+
+            self.components.append(OtlpReceiver(self.cfg))
+        if agents.syslog.enabled:
+            from tocsin.producers.inputs.syslog import SyslogInput
+
+            self.components.append(SyslogInput(self.cfg))
         for component in self.components:
             component.start()
 

@@ -12,6 +12,9 @@ Example::
       health:
         interval_s: 900
         http: [{name: payments, url: "https://payments.internal/health"}]
+
+The network inputs (``scrape``, ``otlp``, ``syslog``) have their sections in
+``tocsin.producers.inputs.config``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Literal, Protocol
 from pydantic import Field, field_validator
 
 from tocsin.core.config import StrictModel, Wiring
+from tocsin.producers.inputs.config import OtlpConfig, ScrapeConfig, SyslogConfig
 
 MIB = 1 << 20
 
@@ -150,6 +154,9 @@ class AgentsConfig(StrictModel):
     logship: LogShipConfig = LogShipConfig()
     metrics: MetricsAgentConfig = MetricsAgentConfig()
     health: HealthConfig = HealthConfig()
+    scrape: ScrapeConfig = ScrapeConfig()
+    otlp: OtlpConfig = OtlpConfig()
+    syslog: SyslogConfig = SyslogConfig()
 
 
 class AgentSettings(Wiring, Protocol):

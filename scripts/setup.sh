@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(kcat prometheus prometheus-alertmanager chromium chromium-driver docker-compose)
+APT_PACKAGES=(kcat prometheus prometheus-alertmanager chromium chromium-driver docker-compose
+              prometheus-node-exporter rsyslog bsdutils)
 command -v java >/dev/null || APT_PACKAGES+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || APT_PACKAGES+=(maven)
 

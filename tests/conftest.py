@@ -91,7 +91,7 @@ def make_config(kafka_bootstrap: str, clickhouse_url: str, **sections: object) -
     """A config with this test's own topics and database, so tests never see each other's data."""
     run = unique("t")
     topics = {name: f"{run}.{name}" for name in ("logs", "metrics", "health", "alerts", "control", "deadletter",
-                                                    "silences")}
+                                                    "silences", "patterns")}
     data: dict[str, object] = {
         "kafka": {"bootstrap_servers": kafka_bootstrap, "topics": {**topics, "partitions": 3}},
         "clickhouse": {"url": clickhouse_url, "database": run},

@@ -9,14 +9,15 @@ Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 ``POST /api/alerts/resolve``   token   publishes a resolve ControlEvent: 202, 404 unknown id
 ``POST /api/alerts/ack``       token   ack / unack an incident (``oncall.py``): 202, 404, 409
 ``POST /api/alerts/unack``
+``POST /api/rules/reload``     token   reads the rule file again: 200 what changed, 400 its problems
 ``GET /api/dashboard``         token   the dashboard page's JSON
 ``GET /dashboard``             open    the page itself: static HTML/JS/CSS, no data in it
 ``GET /metrics``               token   Prometheus text format
 ``GET /openapi.json``          token   this API's OpenAPI schema
 =============================  ======  =====================================================
 
-The app only reads a ``ServiceView``; it never talks to Kafka or ClickHouse
-itself (``resolve`` is the view's job), so a slow broker cannot slow /health.
+The app only reads a ``ServiceView``'s latest snapshot; it never talks to Kafka or
+ClickHouse itself (``resolve`` is the view's job), so a slow broker cannot slow /health.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import tocsin
 from tocsin.core.config import Wiring
-from tocsin.core.errors import TocsinError
+from tocsin.core.errors import RuleError, TocsinError
 from tocsin.processors.ack import AckActions
 from tocsin.processors.http import documents
 from tocsin.processors.http.alert_page import page_router
@@ -113,7 +114,7 @@ class HealthProbe:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        code, doc = documents.health_doc(self.view, self.service)
+        code, doc = documents.health_doc(self.view.snapshot(), self.service)
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"cache-control", b"no-store"), *SECURITY_HEADERS]
@@ -156,7 +157,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         ``HealthProbe`` answers these paths before routing; this route documents them (and serves them
         wherever the app runs without that middleware, e.g. mounted in another app).
         """
-        code, body = documents.health_doc(view, service)
+        code, body = documents.health_doc(view.snapshot(), service)
         return JSONResponse(body, status_code=code, headers=NO_STORE)
 
     health_responses: dict[int | str, dict[str, Any]] = {503: {"model": Health, "description": "Unhealthy"}}
@@ -184,7 +185,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
 
     async def health_detailed() -> JSONResponse:
         """The seed's detailed health: overall status, every check, alerts count, performance summary."""
-        return JSONResponse(documents.detailed_doc(view, service), headers=NO_STORE)
+        return JSONResponse(documents.detailed_doc(view.snapshot(), service), headers=NO_STORE)
 
     for path, extra in (("/health/detailed", {}),
                         (f"{SEED_PREFIX}/health/detailed/", {"deprecated": True, "operation_id": "seed_detailed"})):
@@ -199,7 +200,7 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         offset: int = Query(0, ge=0, le=1_000_000, description="Items to skip."),
     ) -> JSONResponse:
         """Open alerts (critical first) and the transition history (newest first), filtered and paged alike."""
-        doc = documents.alerts_doc(view, service=service_, severity=severity, state=state, limit=limit,
+        doc = documents.alerts_doc(view.snapshot(), service=service_, severity=severity, state=state, limit=limit,
                                    offset=offset)
         return JSONResponse(doc, headers=NO_STORE)
 
@@ -232,9 +233,25 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
     if isinstance(view, AckActions):  # "operate" actions: ack and unack (tocsin.processors.http.oncall)
         api.include_router(ack_router(view))
 
+    def reload_rules() -> JSONResponse:
+        """Reads the rule file again (as SIGHUP does): 200 with the rules added, changed, removed, kept;
+        400 with the problems of a bad file, one ``file: rules[i] (name): field: reason`` line each
+        (the old rules stay)."""
+        reload = getattr(view, "reload_rules", None)
+        if reload is None:
+            return JSONResponse({"detail": "this process does not evaluate rules"}, status_code=501)
+        try:
+            return JSONResponse({"status": "reloaded", **reload()})
+        except RuleError as exc:
+            return JSONResponse({"detail": "the rule file does not validate; the old rules stay",
+                                 "errors": exc.problems}, status_code=400)
+
+    api.add_api_route("/api/rules/reload", reload_rules, methods=["POST"], tags=["rules"],
+                      summary="Reload the rule file", responses={400: {"description": "The file does not validate"}})
+
     async def dashboard_data() -> JSONResponse:
         """Status overview, charts (error rate and p95 latency per service, last hour), alerts, checks, lag."""
-        return JSONResponse(documents.dashboard_doc(view, service), headers=NO_STORE)
+        return JSONResponse(documents.dashboard_doc(view.snapshot(), service), headers=NO_STORE)
 
     for path, extra in (("/api/dashboard", {}),
                         (f"{SEED_PREFIX}/dashboard/", {"deprecated": True, "operation_id": "seed_dashboard"})):

@@ -1,4 +1,4 @@
-"""The JSON documents of the HTTP API, computed from a ``ServiceView`` snapshot: pure functions, no I/O.
+"""The JSON documents of the HTTP API, computed from a processor ``Snapshot``: pure functions, no I/O.
 
 Everything here runs per request, so it only reads what the consumer loop
 already keeps; numbers that JSON cannot carry (NaN, infinities) become null.
@@ -12,7 +12,7 @@ from typing import Any
 
 from tocsin.core.events import HOSTNAME, iso, now_us
 from tocsin.processors.ack import is_acked
-from tocsin.processors.view import SeriesPoint, ServiceView
+from tocsin.processors.view import CHART_SERVICES, SeriesPoint, Snapshot
 
 LAG_DEGRADED = 10_000
 """Total consumer lag (messages) above which the processor reports itself degraded: ~1 s at the target rate."""
@@ -23,9 +23,6 @@ HISTORY_ON_DASHBOARD = 50
 
 ACTIVE_ON_DASHBOARD = 200
 """Open alerts listed on the dashboard (critical first); the tile shows the total, /api/alerts pages them all."""
-
-CHART_SERVICES = 12
-"""Services charted at once (most errors first), so a page stays legible and its JSON bounded."""
 
 _SEVERITY_RANK = {"critical": 0, "warning": 1}
 _STATUS_RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -103,19 +100,19 @@ def sort_active(alerts: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(alerts, key=lambda a: (_SEVERITY_RANK.get(str(a.get("severity")), 2), -int(a.get("started_at") or 0)))
 
 
-def liveness(view: ServiceView) -> tuple[bool, list[str]]:
+def liveness(snap: Snapshot) -> tuple[bool, list[str]]:
     """What a load balancer needs: is the processor consuming and does Kafka answer (cached verdicts)."""
     reasons = []
-    if not view.consuming():
+    if not snap.consuming():
         reasons.append("the consumer loop is not polling")
-    if not view.kafka_reachable():
+    if not snap.kafka:
         reasons.append("Kafka is unreachable")
     return not reasons, reasons
 
 
-def health_doc(view: ServiceView, service: str) -> tuple[int, dict[str, Any]]:
+def health_doc(snap: Snapshot, service: str) -> tuple[int, dict[str, Any]]:
     """``(status code, body)`` of /health: 200 healthy or 503 unhealthy with the reasons."""
-    live, reasons = liveness(view)
+    live, reasons = liveness(snap)
     body = {"status": "healthy" if live else "unhealthy", "timestamp": iso(now_us()), "service": service,
             "reasons": reasons}
     return (200 if live else 503), body
@@ -125,18 +122,30 @@ def total_lag(lag: Mapping[tuple[str, int], int]) -> int:
     return sum(max(0, int(v)) for v in lag.values())
 
 
-def own_checks(view: ServiceView, service: str, live: bool, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
+KAFKA_UNREACHABLE = "Kafka unreachable"
+
+
+def kafka_check(snap: Snapshot) -> tuple[str, str | None]:
+    """The processor's own Kafka check: unhealthy when the loop does not poll; degraded while the broker is
+    unreachable or fetches fail (the loop goes on, event time is held, nothing is counted late)."""
+    if not snap.consuming():
+        return "unhealthy", "the consumer loop is not polling"
+    if not snap.kafka or not snap.fetching:
+        return "degraded", f"{KAFKA_UNREACHABLE}: {'fetches fail' if snap.kafka else 'no broker connection'}"
+    return "healthy", None
+
+
+def own_checks(snap: Snapshot, service: str, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
     """The processor's own checks: Kafka (with the consumer loop), ClickHouse when used, consumer lag."""
     ts = iso(now_us())
-    kafka_ok = view.kafka_reachable()
-    consuming = view.consuming()
+    status, error = kafka_check(snap)
     checks = [{
-        "service": service, "check": "kafka", "host": HOSTNAME,
-        "status": "healthy" if live else "unhealthy", "response_time_ms": None,
-        "details": {"reachable": str(kafka_ok).lower(), "consuming": str(consuming).lower()},
-        "error_message": None if live else "; ".join(liveness(view)[1]), "timestamp": ts,
+        "service": service, "check": "kafka", "host": HOSTNAME, "status": status, "response_time_ms": None,
+        "details": {"reachable": str(snap.kafka).lower(), "fetching": str(snap.fetching).lower(),
+                    "consuming": str(snap.consuming()).lower()},
+        "error_message": error, "timestamp": ts,
     }]
-    ch = view.clickhouse_reachable()
+    ch = snap.clickhouse
     if ch is not None:
         checks.append({
             "service": service, "check": "clickhouse", "host": HOSTNAME,
@@ -155,35 +164,34 @@ def own_checks(view: ServiceView, service: str, live: bool, lag: Mapping[tuple[s
     return checks
 
 
-def all_checks(view: ServiceView, service: str, live: bool, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
+def all_checks(snap: Snapshot, service: str, lag: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
     """The processor's own checks, then the latest HealthEvent per (service, check), sorted."""
-    latest = sorted(view.latest_health(), key=lambda h: (str(h.get("service")), str(h.get("check"))))
-    return own_checks(view, service, live, lag) + [health_check_doc(h) for h in latest]
+    latest = sorted(snap.health, key=lambda h: (str(h.get("service")), str(h.get("check"))))
+    return own_checks(snap, service, lag) + [health_check_doc(h) for h in latest]
 
 
-def overall_status(live: bool, checks: Iterable[Mapping[str, Any]]) -> str:
-    """Unhealthy when not live; otherwise the worst check (an unknown status counts as degraded)."""
-    if not live:
+def overall_status(consuming: bool, checks: Iterable[Mapping[str, Any]]) -> str:
+    """Unhealthy when the loop does not poll; otherwise the worst check (an unknown status counts as degraded)."""
+    if not consuming:
         return "unhealthy"
     worst = max((_STATUS_RANK.get(str(c["status"]), 1) for c in checks), default=0)
     # A failing dependency of a monitored app degrades the picture; only our own liveness makes it unhealthy.
     return "healthy" if worst == 0 else "degraded"
 
 
-def detailed_doc(view: ServiceView, service: str) -> dict[str, Any]:
+def detailed_doc(snap: Snapshot, service: str) -> dict[str, Any]:
     """The seed's detailed health document."""
-    live, _ = liveness(view)
-    lag = dict(view.consumer_lag())
-    checks = all_checks(view, service, live, lag)
-    counters = view.counters()
+    lag = dict(snap.lag)
+    checks = all_checks(snap, service, lag)
+    counters = snap.counters
     return {
-        "overall_status": overall_status(live, checks),
+        "overall_status": overall_status(snap.consuming(), checks),
         "timestamp": iso(now_us()),
-        "uptime_seconds": round(view.uptime_s(), 3),
+        "uptime_seconds": round(snap.uptime_s(), 3),
         "health_checks": checks,
-        "active_alerts_count": len(view.active_alerts()),
+        "active_alerts_count": len(snap.active),
         "performance_summary": {
-            "error_count_1h": int(view.error_count_1h()),
+            "error_count_1h": int(snap.error_count_1h),
             "events_per_s": finite(counters.events_per_s) or 0.0,
             "consumer_lag": total_lag(lag),
         },
@@ -198,11 +206,11 @@ def matches(rec: Mapping[str, Any], service: str | None, severity: str | None, s
     return state is None or rec.get("state") == state
 
 
-def alerts_doc(view: ServiceView, *, service: str | None, severity: str | None, state: str | None,
+def alerts_doc(snap: Snapshot, *, service: str | None, severity: str | None, state: str | None,
                limit: int, offset: int) -> dict[str, Any]:
     """Open alerts and history, filtered and paged alike."""
-    active = [a for a in sort_active(view.active_alerts()) if matches(a, service, severity, state)]
-    history = [a for a in view.alert_history() if matches(a, service, severity, state)]
+    active = [a for a in sort_active(snap.active) if matches(a, service, severity, state)]
+    history = [a for a in snap.history if matches(a, service, severity, state)]
     return {
         "active": {"total": len(active), "items": [alert_doc(a) for a in active[offset:offset + limit]]},
         "history": {"total": len(history), "items": [alert_doc(a) for a in history[offset:offset + limit]]},
@@ -224,20 +232,20 @@ def _charts(series: Mapping[str, Sequence[SeriesPoint]]) -> list[dict[str, Any]]
     ]
 
 
-def dashboard_doc(view: ServiceView, service: str) -> dict[str, Any]:
+def dashboard_doc(snap: Snapshot, service: str) -> dict[str, Any]:
     """Everything the dashboard page draws."""
-    live, reasons = liveness(view)
-    lag = dict(view.consumer_lag())
-    checks = all_checks(view, service, live, lag)
-    active = sort_active(view.active_alerts())
-    counters = view.counters()
+    live, reasons = liveness(snap)
+    lag = dict(snap.lag)
+    checks = all_checks(snap, service, lag)
+    active = sort_active(snap.active)
+    counters = snap.counters
     return {
         "service": service,
         "timestamp": iso(now_us()),
         "status": {
-            "overall_status": overall_status(live, checks), "live": live, "reasons": reasons,
-            "kafka": view.kafka_reachable(), "clickhouse": view.clickhouse_reachable(),
-            "uptime_seconds": round(view.uptime_s(), 3), "active_alerts": len(active),
+            "overall_status": overall_status(snap.consuming(), checks), "live": live, "reasons": reasons,
+            "kafka": snap.kafka, "clickhouse": snap.clickhouse,
+            "uptime_seconds": round(snap.uptime_s(), 3), "active_alerts": len(active),
             "critical_alerts": sum(1 for a in active if a.get("severity") == "critical"),
             "warning_alerts": sum(1 for a in active if a.get("severity") == "warning"),
         },
@@ -251,7 +259,7 @@ def dashboard_doc(view: ServiceView, service: str) -> dict[str, Any]:
             "lag": [{"topic": t, "partition": p, "lag": int(n)} for (t, p), n in sorted(lag.items())],
         },
         "active_alerts": [alert_doc(a) for a in active[:ACTIVE_ON_DASHBOARD]],
-        "alert_history": [alert_doc(a) for a in list(view.alert_history())[:HISTORY_ON_DASHBOARD]],
+        "alert_history": [alert_doc(a) for a in list(snap.history)[:HISTORY_ON_DASHBOARD]],
         "health_checks": checks,
-        "series": _charts(view.service_series(CHART_SERVICES)),
+        "series": _charts(dict(list(snap.series.items())[:CHART_SERVICES])),
     }

@@ -1,6 +1,6 @@
 """Prometheus exposition of the processor through prometheus-client, one registry per app.
 
-A custom collector reads a ``ServiceView`` snapshot at scrape time, so the
+A custom collector reads the view's latest ``Snapshot`` at scrape time, so the
 consumer loop keeps plain counters and pays nothing per event for Prometheus,
 and two apps in one process (tests) never share metrics.
 """
@@ -30,8 +30,8 @@ class ProcessorCollector(Collector):
         self.view = view
 
     def collect(self) -> Iterator[Metric]:
-        view = self.view
-        c = view.counters()
+        snap = self.view.snapshot()
+        c = snap.counters
 
         consumed = CounterMetricFamily(f"{PREFIX}_events_consumed", "Kafka messages consumed, per topic.",
                                        labels=["topic"])
@@ -63,7 +63,7 @@ class ProcessorCollector(Collector):
         active = GaugeMetricFamily(f"{PREFIX}_active_alerts", "Open alerts (pending or firing), per severity.",
                                    labels=["severity"])
         counts = dict.fromkeys(SEVERITIES, 0)
-        for alert in view.active_alerts():
+        for alert in snap.active:
             sev = str(alert.get("severity") or "none")
             counts[sev] = counts.get(sev, 0) + 1
         for sev, n in sorted(counts.items()):
@@ -73,19 +73,19 @@ class ProcessorCollector(Collector):
         lag = GaugeMetricFamily(f"{PREFIX}_consumer_lag_messages",
                                 "Messages between the committed position and the log end, per partition.",
                                 labels=["topic", "partition"])
-        for (topic, partition), n in sorted(view.consumer_lag().items()):
+        for (topic, partition), n in sorted(snap.lag.items()):
             lag.add_metric([topic, str(partition)], max(0, n))
         yield lag
 
         yield GaugeMetricFamily(f"{PREFIX}_consuming", "1 while the consumer loop polls.",
-                                value=int(view.consuming()))
+                                value=int(snap.consuming()))
         yield GaugeMetricFamily(f"{PREFIX}_kafka_reachable", "1 while the broker answers the consumer loop.",
-                                value=int(view.kafka_reachable()))
-        ch = view.clickhouse_reachable()
+                                value=int(snap.kafka))
+        ch = snap.clickhouse
         if ch is not None:
             yield GaugeMetricFamily(f"{PREFIX}_clickhouse_reachable", "1 while ClickHouse answers.", value=int(ch))
         yield GaugeMetricFamily(f"{PREFIX}_uptime_seconds", "Seconds since the processor started.",
-                                value=view.uptime_s())
+                                value=snap.uptime_s())
 
 
 def registry_for(view: ServiceView) -> CollectorRegistry:

@@ -45,6 +45,14 @@ class ClickHouseSinkConfig(ConsumerGroupConfig):
     report_top_errors: int = Field(10, ge=1, le=1000, description="Error messages listed per report.")
     store_api_timeout_s: float = Field(60.0, gt=0, description="Timeout of CLI calls to the store owner's HTTP API.")
     query_max_rows: int = Field(100_000, ge=1, description="Rows `tocsin query` returns at most (result_rows limit).")
+    # Limits of every query through `tocsin query` and the store API, set in the read-only session
+    # (readonly=1), so no query can raise them; the engine cancels a query past any of them.
+    query_max_execution_s: float = Field(30.0, gt=0, le=3600, description="Wall time a query may run.")
+    query_max_memory_bytes: int = Field(2 * 1024**3, ge=16 * 1024**2, description="Memory one query may use.")
+    query_max_rows_to_read: int = Field(2_000_000_000, ge=1, description="Rows one query may read.")
+    query_max_result_bytes: int = Field(256 * 1024**2, ge=1024, description="Bytes one result may hold.")
+    store_api_workers: int = Field(2, ge=1, le=32, description="Store calls the owner runs at once (own pool).")
+    store_api_queue_wait_s: float = Field(2.0, ge=0, description="Wait for a free store worker before 503.")
 
     @model_validator(mode="after")
     def _backoff_order(self) -> ClickHouseSinkConfig:

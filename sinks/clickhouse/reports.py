@@ -22,11 +22,12 @@ import datetime as dt
 import html
 import json
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tocsin.core.patterns import NORMALIZE_RULES, PATTERN_MAX_CHARS
+from tocsin.core.patterns import normalize_message as normalize_message  # re-exported for callers
 from tocsin.sinks.clickhouse.config import ClickHouseSinkConfig
 from tocsin.sinks.clickhouse.results import QueryResult
 from tocsin.sinks.clickhouse.schema import QUANTILE_ACCURACY, QUANTILE_LEVELS, QUANTILES_FN
@@ -38,26 +39,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 BUCKET_MINUTES = (1, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
 MAX_POINTS = 60
 SEVERITY_ORDER = {"critical": 3, "warning": 2, "info": 1, "none": 0}
-
-# Message normalization, in order: what varies between occurrences of one error
-# (ids, numbers, quoted values) becomes a placeholder so the occurrences group.
-NORMALIZE_RULES: tuple[tuple[str, str], ...] = (
-    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>"),
-    (r"\b0x[0-9a-fA-F]+\b", "<hex>"),
-    (r"\b[0-9a-fA-F]{8,}\b", "<hex>"),  # hashes, trace and object ids
-    (r"'[^']*'", "'<str>'"),
-    (r'"[^"]*"', '"<str>"'),
-    (r"[0-9]+(?:\.[0-9]+)?", "<n>"),
-)
-PATTERN_MAX_CHARS = 300
-
-
-def normalize_message(message: str) -> str:
-    """The Python twin of the SQL normalization (for callers that group messages themselves)."""
-    for pattern, repl in NORMALIZE_RULES:
-        message = re.sub(pattern, repl, message)
-    return message[:PATTERN_MAX_CHARS]
-
 
 def _normalize_sql(column: str) -> tuple[str, dict[str, str]]:
     expr, params = column, {}

@@ -26,6 +26,15 @@ would cut its batches differently and the tokens would never match. Records
 an agent produced twice (same event_id, different offsets) are a different
 matter: the tables are ReplacingMergeTree on ``event_id`` and collapse them.
 
+Rebalances: kafka-python 3 runs rebalance listeners on its IO thread, where
+a blocking call raises. The sink's listener is async: on revocation it awaits
+the batch in flight (without blocking the loop, so heartbeats go on), commits
+it with ``commit_async`` and only flags the rest; the loop, right after
+``poll()``, drops what it had formed and reads every assigned partition again
+from its committed offset (``_resync``). A batch that could not be finished in
+time, or partitions lost to an eviction (a stall past the session timeout),
+are redone by their next owner from the recorded range, under the same tokens.
+
 While inserts fail the sink pauses every partition (memory stays at the batch
 in flight), keeps polling so it stays in the group, and retries the same batch
 with exponential backoff. Records that are not Tocsin events, or events the
@@ -44,7 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError as _KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -73,6 +83,7 @@ FAILURES = Counter("tocsin_sink_clickhouse_insert_failures_total", "Batch insert
 DEADLETTERED = Counter("tocsin_sink_clickhouse_deadlettered_total", "Records sent to the dead-letter topic.")
 RECOVERED = Counter("tocsin_sink_clickhouse_recovered_ranges_total", "Pending ranges re-inserted after a restart.")
 INSERT_SECONDS = Histogram("tocsin_sink_clickhouse_insert_seconds", "Wall time of one batch insert.")
+REBALANCES = Counter("tocsin_sink_clickhouse_rebalances_total", "Rebalances the sink re-synced after.")
 PAUSED = Gauge("tocsin_sink_clickhouse_paused", "1 while the consumer is paused (backpressure or outage).")
 
 
@@ -110,6 +121,8 @@ class InFlight:
     attempts: int = 0
     failures: int = 0
     retry_at: float = 0.0
+    handed_over: bool = False  # inserted and committed by the revocation listener
+    rejected: list[tuple[TopicPartition, Rejected]] = field(default_factory=list)
 
 
 class ClickHouseSink(Component):
@@ -129,7 +142,8 @@ class ClickHouseSink(Component):
                        cfg.kafka.topics.alerts]
         self.framer = Framer()
         self.stats: dict[str, int] = {"batches": 0, "events": 0, "messages": 0, "deadlettered": 0,
-                                      "insert_failures": 0, "recovered_ranges": 0, "tombstones": 0}
+                                      "insert_failures": 0, "recovered_ranges": 0, "tombstones": 0,
+                                      "rebalances": 0}
         self._consumer: Any = None
         self._producer: Any = None
         self._writer: IngestWriter | None = None
@@ -141,6 +155,7 @@ class ClickHouseSink(Component):
         self._sealed_tps: set[TopicPartition] = set()  # tps whose recorded range is complete in this batch
         self._checked: set[TopicPartition] = set()  # tps whose committed metadata was read
         self._paused = False
+        self._rebalanced = False  # set by the listener (IO thread), acted on by the loop after poll()
         self.first_record_at: float | None = None  # time.monotonic() of the first record polled
         self._kill_after = int(os.environ.get(KILL_AFTER_INSERTS_ENV) or 0)
         self._inserted_batches = 0
@@ -202,7 +217,17 @@ class ClickHouseSink(Component):
             timeout_ms = 0
         else:  # keep forming the next batch while this one inserts; look back soon
             timeout_ms = 20
-        polled = self._consumer.poll(timeout_ms=timeout_ms)
+        try:
+            polled = self._consumer.poll(timeout_ms=timeout_ms)
+        except _KafkaError as exc:  # a failed rebalance step, a broker away: re-sync and join again next turn
+            log.warning("poll failed; re-syncing", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self._rebalanced = True
+            polled = {}
+        if self._rebalanced:
+            # Positions may have moved under what this poll returned: re-read from the committed offsets.
+            self._rebalanced = False
+            self._resync()
+            return
         if polled and self.first_record_at is None:
             self.first_record_at = time.monotonic()
         for tp, records in polled.items():
@@ -404,16 +429,17 @@ class ClickHouseSink(Component):
             EVENTS.labels(table=g.writer.ingest_table.removesuffix("_in").removesuffix("_batch")).inc(g.events)
 
     def _deadletter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-                    reason: str) -> None:
+                    reason: str) -> Any:
         headers = kafka_api.deadletter_headers(reason, topic, partition, offset, STAGE)
         try:
-            self._producer.send(self.cfg.kafka.topics.deadletter, key=key, value=value, headers=headers)
+            future = self._producer.send(self.cfg.kafka.topics.deadletter, key=key, value=value, headers=headers)
         except Exception as exc:
             raise KafkaError(f"cannot produce to the dead-letter topic: {exc}") from exc
         self.stats["deadlettered"] += 1
         DEADLETTERED.inc()
         log.warning("record dead-lettered", extra={"topic": topic, "partition": partition, "offset": offset,
                                                    "reason": reason[:200]})
+        return future
 
     # -- recovery and rebalances -----------------------------------------------------
 
@@ -431,44 +457,79 @@ class ClickHouseSink(Component):
                 self._forming.started = time.monotonic()
             self._forming.ranges.setdefault(tp, [committed.offset, committed.offset])
 
-    def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Finish (or give up) the batch in flight; forget what was formed for revoked partitions."""
-        fl = self._inflight
-        if fl is not None:
-            if fl.future is not None:
-                try:
-                    rejected = fl.future.result(timeout=SHUTDOWN_WAIT_S)
-                    self._finish(fl.batch, rejected)
-                except Exception as exc:
-                    log.warning("batch in flight not committed at rebalance; its next owner redoes it",
-                                extra={"error": f"{type(exc).__name__}: {exc}"})
-            self._inflight = None
-        revoked_set = set(revoked)
-        kept = self._forming
-        self._forming = Batch()
-        self._sealed_tps = set()
-        carry, self._carry = self._carry, []
-        # Records of partitions we keep are re-read: seek back to the first one not committed.
-        rewind: dict[TopicPartition, int] = {}
-        for tp, (first, _) in kept.ranges.items():
-            if tp not in revoked_set:
-                rewind[tp] = first
-        for rec in carry:
-            tp = TopicPartition(rec.topic, rec.partition)
-            if tp not in revoked_set and tp not in rewind:
-                rewind[tp] = rec.offset
-        for tp, offset in rewind.items():
-            self._consumer.seek(tp, offset)
-        for tp in revoked_set:
-            self._pending.pop(tp, None)
-            self._checked.discard(tp)
-        # A new assignment starts unpaused; the loop pauses again if the outage goes on.
-        self._paused = False
-        PAUSED.set(0)
+    async def hand_over(self, revoked: set[TopicPartition]) -> None:
+        """Runs in the revocation listener on kafka-python's IO thread while the loop waits in ``poll()``:
+        the batch in flight is finished and committed before its partitions go, so the next owner
+        starts after it (with chdb, no event lands in two members' stores on a graceful hand-over).
 
-    def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        for tp in assigned:
-            self._checked.discard(tp)
+        Never blocks the IO thread: the insert and the dead-letter acknowledgements are awaited with
+        the loop's own sleep and the commit with ``commit_async`` (heartbeats go on meanwhile). What
+        cannot finish in time is left to the next owner, which re-forms the recorded range under
+        the same tokens. Everything else (the batch being formed, positions) waits for the loop.
+        """
+        self._rebalanced = True
+        fl = self._inflight
+        if fl is None or fl.future is None:
+            return
+        future = fl.future
+        if not await kafka_api.wait_on_io_thread(self._consumer, future.done, SHUTDOWN_WAIT_S) \
+                or future.cancelled() or future.exception() is not None:
+            log.warning("batch in flight not inserted at rebalance; its next owner redoes its recorded range")
+            return
+        rejected = future.result()
+        try:
+            sent = [self._deadletter(tp.topic, tp.partition, r.offset, r.key, r.value, r.reason) for tp, r in rejected]
+            if not await kafka_api.wait_on_io_thread(self._consumer, lambda: all(f.is_done for f in sent),
+                                                     SHUTDOWN_WAIT_S) or any(f.failed() for f in sent):
+                raise KafkaError("dead-letter records not acknowledged")
+            await self._consumer.commit_async(
+                {tp: OffsetAndMetadata(last + 1, "", -1) for tp, (_, last) in fl.batch.ranges.items()})
+        except Exception as exc:
+            log.warning("batch in flight not committed at rebalance; its next owner redoes it",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        fl.handed_over = True
+        fl.rejected = rejected
+
+    def _resync(self) -> None:
+        """After a rebalance (seen by the loop right after ``poll()``): start again from Kafka's committed state.
+
+        Whatever was formed or carried is dropped and every assigned partition is read again from its
+        committed offset; a recorded (pending) range there is re-formed whole, under the same tokens,
+        so redoing it stores nothing twice. A batch the listener could not commit is dropped the same
+        way (its insert, if it still runs, finishes first on the single insert thread).
+        """
+        fl, self._inflight = self._inflight, None
+        if fl is not None and fl.handed_over:
+            self._account(fl.batch, fl.rejected)
+        elif fl is not None:
+            log.warning("batch in flight not committed at rebalance; redone from its recorded range")
+        self._forming = Batch()
+        self._carry = []
+        self._pending = {}
+        self._sealed_tps = set()
+        self._checked = set()
+        try:
+            assigned = list(self._consumer.assignment())
+            # Partitions kept across the rebalance keep their paused flag: resume them; the loop pauses
+            # again if the backpressure or the outage goes on.
+            self._consumer.resume(*assigned)
+            self._paused = False
+            PAUSED.set(0)
+            for tp in assigned:
+                committed = self._consumer.committed(tp)
+                if committed is None:
+                    self._consumer.seek_to_beginning(tp)  # auto_offset_reset is earliest
+                else:
+                    self._consumer.seek(tp, committed)
+        except Exception as exc:  # another rebalance under way, a broker away: look again next turn
+            self._rebalanced = True
+            log.warning("re-reading committed offsets after a rebalance failed; retrying",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.stats["rebalances"] += 1
+        REBALANCES.inc()
+        log.info("rebalanced; reading on from the committed offsets", extra={"partitions": len(assigned)})
 
     def _drain(self) -> None:
         """Graceful stop: finish the batch in flight, then store what was formed if ClickHouse takes it."""
@@ -495,15 +556,20 @@ class ClickHouseSink(Component):
             self._settle(fl)
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(AsyncConsumerRebalanceListener):
+    """Async, because kafka-python 3 runs listeners on its IO thread where blocking calls raise."""
+
     def __init__(self, sink: ClickHouseSink) -> None:
         self.sink = sink
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.sink.on_revoked(list(revoked))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.sink.hand_over(set(revoked))
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.sink.on_assigned(list(assigned))
+    async def on_partitions_lost(self, lost: Any) -> None:
+        self.sink._rebalanced = True  # evicted (a stall): others own them already, nothing may be committed
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.sink._rebalanced = True
 
 
 def maintenance_jobs(cfg: ClickHouseSinkSettings) -> Scheduler:
@@ -520,7 +586,8 @@ def maintenance_jobs(cfg: ClickHouseSinkSettings) -> Scheduler:
     sched.add("cleanup", cfg.jobs.cleanup, lambda: cleanup(connect(cfg.clickhouse), db, days,
                                                            cluster=cfg.sink_clickhouse.cluster))
     sched.add("archive", cfg.jobs.archive, lambda: archive_days(connect(cfg.clickhouse), db, max(0, days - 8),
-                                                                Path(cfg.jobs.archive_dir)))
+                                                                Path(cfg.jobs.archive_dir),
+                                                                root=cfg.jobs.archive_dir))
     return sched
 
 

@@ -13,10 +13,17 @@ therefore probes that lock without opening the engine:
                                -> {"columns": [str], "types": [str], "rows": [[..]], "truncated": bool}
       GET  /api/store/report?hours=H[&service=S][&end=ISO8601]  -> the report document (sinks/clickhouse/reports.py)
       POST /api/store/cleanup  {"days": N, "dry_run": bool}     -> {"cutoff": .., "actions": [..], ..}
+      GET  /api/store/queries                                    -> [{"id", "elapsed_s", "read_rows", "sql", ..}]
+      POST /api/store/queries/{id}/kill                          -> {"killed": bool}
 
   every call with ``Authorization: Bearer <token>``; errors are
-  ``{"detail": str}`` with 400 (bad SQL or arguments), 401/403 (token), 503
-  (store unavailable).
+  ``{"detail": str}`` with 400 (bad SQL or arguments, a query cancelled at a
+  limit), 403 (a query the guard refuses, or the token's scope), 401 (token),
+  503 (store unavailable or busy).
+
+Every user query is checked by ``query_guard`` (ClickHouse's own parser:
+Tocsin's tables only, no files, network or other databases) and runs on a
+read-only session (readonly=1) carrying ``QueryLimits``, in both routes.
 
 Both stores return the same JSON-able shapes, so the CLI never knows which one it has.
 """
@@ -33,19 +40,63 @@ import os
 import re
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tocsin.core.config import ClickHouseConfig
-from tocsin.core.errors import StoreError
+from tocsin.core.errors import RefusedError, StoreError
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 from tocsin.sinks.clickhouse.results import QueryResult
 
-# readonly=2: no writes and no DDL, but per-query settings (the row limit below) stay allowed;
-# the readonly level itself cannot be lowered from inside the query.
-READONLY_LEVEL = 2
 # Report queries return a row per service, pattern or bucket: far below this.
 REPORT_MAX_ROWS = 1_000_000
+# Marks every query Tocsin runs for a user, so the owner can list and kill it (system.processes).
+QUERY_MARK = "/* tocsin-query "
+_MARK_RE = re.compile(r"^/\* tocsin-query ([0-9a-f]{32}) \*/ ?")
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# ClickHouse error codes of a query the engine stopped at one of the limits below (or an admin killed).
+_LIMIT_CODES = {"TIMEOUT_EXCEEDED": "query_max_execution_s", "TOO_MANY_ROWS": "query_max_rows_to_read",
+                "MEMORY_LIMIT_EXCEEDED": "query_max_memory_bytes", "TOO_MANY_BYTES": "query_max_result_bytes",
+                "TOO_MANY_ROWS_OR_BYTES": "query_max_rows_to_read", "QUERY_WAS_CANCELLED": "an admin killed it"}
+_CODE_RE = re.compile(r"\(([A-Z_]+)\)")
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one query may use; set on the read-only session (readonly=1), so no query can raise them.
+
+    Defaults and why: 30 s is far above any report over the default 30-day
+    retention on one node and short enough that a runaway query frees its
+    worker soon; 2 GiB leaves the pipeline sharing the embedded engine its
+    memory; 2e9 rows is a month of logs at ~750 lines/s; 256 MiB of result is
+    what a CLI or browser can still take.
+    """
+
+    max_execution_s: float = 30.0
+    max_memory_bytes: int = 2 * 1024**3
+    max_rows_to_read: int = 2_000_000_000
+    max_result_bytes: int = 256 * 1024**2
+    max_result_rows: int = 100_000
+
+    @classmethod
+    def of(cls, options: Any, max_result_rows: int | None = None) -> QueryLimits:
+        """The limits in ``sink_clickhouse`` (``options``), with its query_max_rows unless given."""
+        return cls(options.query_max_execution_s, options.query_max_memory_bytes, options.query_max_rows_to_read,
+                   options.query_max_result_bytes,
+                   max_result_rows if max_result_rows is not None else options.query_max_rows)
+
+    def settings(self) -> dict[str, Any]:
+        """ClickHouse settings in the order they must be applied: ``readonly`` last (after it none may change)."""
+        return {
+            "max_execution_time": self.max_execution_s, "timeout_overflow_mode": "throw",
+            "max_memory_usage": self.max_memory_bytes,
+            "max_rows_to_read": self.max_rows_to_read, "read_overflow_mode": "throw",
+            # one more than returned, so a cut is seen; "break" stops the query there instead of failing it
+            "max_result_rows": self.max_result_rows + 1, "max_result_bytes": self.max_result_bytes,
+            "result_overflow_mode": "break",
+            "readonly": 1,
+        }
 
 
 def jsonable(value: Any) -> Any:
@@ -74,67 +125,120 @@ def jsonable(value: Any) -> Any:
 
 
 class ReadOnlyClient:
-    """Runs queries that cannot write, on a server or on the embedded engine.
+    """Runs guarded queries that cannot write and stay inside their limits, on a server or the embedded engine.
 
-    The embedded engine applies per-query settings with ``SET`` and restores
-    them afterwards, and a session switched to read-only cannot switch back;
-    so there read-only is a session of its own (a second client on the same
-    engine, read-only from its first statement). A server takes settings per
-    request, so there each query carries ``readonly``.
+    The embedded engine applies per-query settings with ``SET``, which a
+    read-only session refuses; so there each (database, limits) has sessions of
+    its own, read-only with the limits from their first statement, one per
+    thread (a chdb session runs one query at a time). A server takes settings
+    per request, so there each query carries them (``readonly`` last).
     """
 
-    def __init__(self, client: Any, per_query: bool) -> None:
+    def __init__(self, client: Any, per_query: bool, database: str, limits: QueryLimits) -> None:
         self.client = client
         self.per_query = per_query
+        self.database = database
+        self.limits = limits
 
-    def query(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> Any:
-        if self.per_query:
-            settings = {**settings, "readonly": READONLY_LEVEL}
-        return self.client.query(sql, parameters=parameters or None, settings=settings)
+    def query(self, sql: str, parameters: dict[str, Any] | None) -> Any:
+        from tocsin.sinks.clickhouse.query_guard import guard
+
+        settings = self.limits.settings() if self.per_query else None
+        safe = guard(_SettingsClient(self.client, settings), sql, parameters, self.database)
+        marked = f"{QUERY_MARK}{uuid.uuid4().hex} */ {safe}"
+        return self.client.query(marked, parameters=parameters or None, settings=settings)
+
+
+class _SettingsClient:
+    """A client whose every call carries the same settings (the server's read-only limits)."""
+
+    def __init__(self, client: Any, settings: dict[str, Any] | None) -> None:
+        self._client, self._settings = client, settings
+
+    def query(self, sql: str, **kw: Any) -> Any:
+        return self._client.query(sql, settings=self._settings, **kw)
+
+    def raw_query(self, sql: str, **kw: Any) -> Any:
+        return self._client.raw_query(sql, settings=self._settings, **kw)
 
 
 _readonly_lock = threading.Lock()
-_readonly_sessions: dict[str, Any] = {}
+_readonly_local = threading.local()
 
 
-def readonly_client(cfg: ClickHouseConfig) -> ReadOnlyClient:
-    """A read-only client for the configured store (opens the engine in this process if needed)."""
+def readonly_client(cfg: ClickHouseConfig, limits: QueryLimits | None = None) -> ReadOnlyClient:
+    """A guarded, limited, read-only client on the configured store (opens the engine in this process if needed)."""
     import clickhouse_connect
 
     from tocsin.core.clickhouse import connect
 
+    limits = limits or QueryLimits()
     client = connect(cfg)  # opens (or reuses) the engine, and makes sure the database exists
     url = cfg.resolved_url()
     if not url.startswith("chdb://"):
-        return ReadOnlyClient(client, per_query=True)
-    with _readonly_lock:
-        session = _readonly_sessions.get(url)
-        if session is None:
-            try:
-                session = clickhouse_connect.get_client(dsn=url, settings={"readonly": READONLY_LEVEL})
-            except Exception as exc:
-                raise StoreError(f"cannot open a read-only session on {url}: {_clean(exc)}") from exc
-            _readonly_sessions[url] = session
-    return ReadOnlyClient(session, per_query=False)
+        client.database = cfg.database  # unqualified names resolve in Tocsin's database
+        return ReadOnlyClient(client, True, cfg.database, limits)
+    sessions: dict[Any, Any] = _readonly_local.__dict__.setdefault("sessions", {})
+    key = (url, cfg.database, limits)
+    session = sessions.get(key)
+    if session is None:
+        try:
+            with _readonly_lock:
+                session = clickhouse_connect.get_client(dsn=url, database=cfg.database, settings=limits.settings())
+        except Exception as exc:
+            raise StoreError(f"cannot open a read-only session on {url}: {_clean(exc)}") from exc
+        sessions[key] = session
+    return ReadOnlyClient(session, False, cfg.database, limits)
 
 
-def run_query(client: ReadOnlyClient, sql: str, parameters: dict[str, Any] | None = None, *,
-              max_rows: int = 100_000) -> QueryResult:
-    """Runs one read-only statement; at most ``max_rows`` rows (``truncated`` says when cut)."""
-    settings = {"max_result_rows": max_rows, "result_overflow_mode": "break"}
+def run_query(client: ReadOnlyClient, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+    """Runs one guarded read-only statement; at most ``client.limits.max_result_rows`` rows (``truncated``)."""
+    max_rows = client.limits.max_result_rows
     try:
-        result = client.query(sql, parameters, settings)
+        result = client.query(sql, parameters)
+    except RefusedError:
+        raise
     except Exception as exc:
+        code = _CODE_RE.search(str(exc))
+        limit = _LIMIT_CODES.get(code[1]) if code else None
+        if limit is not None:
+            why = limit if " " in limit else f"the limit sink_clickhouse.{limit}"
+            raise RefusedError(f"query cancelled by the engine ({code[1]}: {why}): {_clean(exc)}",
+                                    http_status=400) from exc
         hint = " (has `tocsin db migrate` run against this database?)" if _UNKNOWN_RE.search(str(exc)) else ""
         raise StoreError(f"query failed: {_clean(exc)}{hint}") from exc
     rows = result.result_rows
-    truncated = len(rows) >= max_rows
     return QueryResult(
         columns=list(result.column_names),
         types=[t.name for t in result.column_types],
         rows=[[jsonable(v) for v in row] for row in rows[:max_rows]],
-        truncated=truncated,
+        truncated=len(rows) > max_rows,
     )
+
+
+def running_queries(client: Any) -> list[dict[str, Any]]:
+    """The user queries running now (marked by ``ReadOnlyClient``): id, elapsed, rows read, memory, SQL."""
+    res = client.query("SELECT query, elapsed, read_rows, memory_usage FROM system.processes "
+                       "WHERE startsWith(query, {mark:String})", parameters={"mark": QUERY_MARK})
+    out = []
+    for text, elapsed, read_rows, memory in res.result_rows:
+        m = _MARK_RE.match(text)
+        if m is None:
+            continue
+        out.append({"id": m[1], "elapsed_s": round(float(elapsed), 3), "read_rows": int(read_rows),
+                    "memory_bytes": int(memory), "sql": text[m.end():].removesuffix("\n FORMAT Native")[:2000]})
+    return out
+
+
+def kill_query(client: Any, query_id: str) -> bool:
+    """Cancels the user query ``query_id`` (from ``running_queries``); False when none runs with that id."""
+    if not _ID_RE.match(query_id):
+        raise RefusedError(f"not a query id: {query_id[:80]!r} (32 hex digits, from `tocsin query --running`)")
+    res = client.query("SELECT query_id FROM system.processes WHERE startsWith(query, {mark:String})",
+                       parameters={"mark": f"{QUERY_MARK}{query_id} */"})
+    for (engine_id,) in res.result_rows:
+        client.command("KILL QUERY WHERE query_id = {q:String} SYNC", parameters={"q": engine_id})
+    return bool(res.result_rows)
 
 
 _UNKNOWN_RE = re.compile(r"\((UNKNOWN_TABLE|UNKNOWN_DATABASE)\)")
@@ -159,6 +263,10 @@ class Store(Protocol):
 
     def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]: ...
 
+    def running(self) -> list[dict[str, Any]]: ...
+
+    def kill(self, query_id: str) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -170,20 +278,21 @@ class DirectStore:
 
     route = "direct"
 
-    def __init__(self, client: Any, readonly: ReadOnlyClient, cfg: ClickHouseSinkSettings) -> None:
+    def __init__(self, client: Any, cfg: ClickHouseSinkSettings) -> None:
         self.client = client
-        self.readonly = readonly
         self.cfg = cfg
         self.database = cfg.clickhouse.database
+        self.readonly = readonly_client(cfg.clickhouse, QueryLimits.of(cfg.sink_clickhouse))
+        self._report_reader = readonly_client(cfg.clickhouse, QueryLimits.of(cfg.sink_clickhouse, REPORT_MAX_ROWS))
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-        return run_query(self.readonly, sql, parameters, max_rows=self.cfg.sink_clickhouse.query_max_rows)
+        return run_query(self.readonly, sql, parameters)
 
     def report(self, hours: float, service: str | None = None, end: dt.datetime | None = None) -> dict[str, Any]:
         from tocsin.sinks.clickhouse.reports import build_report
 
         def ask(sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-            return run_query(self.readonly, sql, parameters, max_rows=REPORT_MAX_ROWS)
+            return run_query(self._report_reader, sql, parameters)
 
         return build_report(ask, self.database, hours, service=service, end=end, options=self.cfg.sink_clickhouse)
 
@@ -196,7 +305,14 @@ class DirectStore:
     def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]:
         from tocsin.sinks.clickhouse.archive import archive_days
 
-        return [a.to_dict() for a in archive_days(self.client, self.database, older_than_days, Path(to_dir))]
+        return [a.to_dict() for a in archive_days(self.client, self.database, older_than_days, Path(to_dir),
+                                                  root=self.cfg.jobs.archive_dir)]
+
+    def running(self) -> list[dict[str, Any]]:
+        return running_queries(self.client)
+
+    def kill(self, query_id: str) -> bool:
+        return kill_query(self.client, query_id)
 
     def close(self) -> None:
         """The client is shared per process (tocsin.core.clickhouse); nothing to close here."""
@@ -217,7 +333,7 @@ class HttpStore:
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
+    def _call(self, method: str, path: str, *, missing_ok: bool = False, **kw: Any) -> Any:
         import requests
 
         url = f"{self.base_url}{path}"
@@ -228,11 +344,15 @@ class HttpStore:
                 f"the store is held by another process, and its API at {self.base_url} did not answer: "
                 f"{type(exc).__name__}. Is `tocsin start all` running with api.http_addr there?"
             ) from exc
+        if resp.status_code == 404 and missing_ok:
+            return None
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
             except ValueError:
                 detail = resp.text
+            if resp.status_code in (400, 403, 422) and "token" not in str(detail):
+                raise RefusedError(f"store API {path} answered {resp.status_code}: {detail}")
             hint = " (set TOCSIN_API_TOKEN to the owner's token)" if resp.status_code in (401, 403) else ""
             raise StoreError(f"store API {path} answered {resp.status_code}: {detail}{hint}")
         return resp.json()
@@ -256,9 +376,17 @@ class HttpStore:
         return self._call("POST", "/api/store/cleanup", json={"days": days, "dry_run": dry_run})
 
     def archive(self, older_than_days: int, to_dir: str) -> list[dict[str, Any]]:
-        # The owner writes the files: with chdb it runs on this host, so an absolute path means the same.
-        body = {"older_than_days": older_than_days, "to_dir": str(Path(to_dir).resolve())}
+        # The owner writes the files, under its jobs.archive_dir: with chdb it runs on this host, so an
+        # absolute path means the same; a relative one is relative to that directory, as in direct mode.
+        body = {"older_than_days": older_than_days, "to_dir": to_dir}
         return self._call("POST", "/api/store/archive", json=body)
+
+    def running(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/store/queries")
+
+    def kill(self, query_id: str) -> bool:
+        done = self._call("POST", f"/api/store/queries/{query_id}/kill", missing_ok=True)
+        return bool(done and done.get("killed"))
 
     def close(self) -> None:
         self._session.close()
@@ -317,4 +445,4 @@ def open_store(cfg: ClickHouseSinkSettings) -> DirectStore | HttpStore:
                              cfg.sink_clickhouse.store_api_timeout_s)
     from tocsin.core.clickhouse import connect
 
-    return DirectStore(connect(cfg.clickhouse), readonly_client(cfg.clickhouse), cfg)
+    return DirectStore(connect(cfg.clickhouse), cfg)

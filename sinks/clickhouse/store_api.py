@@ -6,32 +6,44 @@ The contract (also in ``sinks/clickhouse/store_access.py``, the client side)::
                              -> {"columns": [..], "types": [..], "rows": [[..]], "truncated": bool}
     GET  /api/store/report?hours=H[&service=S][&end=ISO8601] -> the report document
     POST /api/store/cleanup  {"days": N, "dry_run": bool}   -> the cleanup result
-    POST /api/store/archive  {"older_than_days": N, "to_dir": "/abs"} -> [{day, path, rows, skipped}]
+    POST /api/store/archive  {"older_than_days": N, "to_dir": "sub"} -> [{day, path, rows, skipped}]
 
-Queries run with ClickHouse ``readonly=2`` (no writes, no DDL); ``readonly:
-false`` is refused with 403. Errors: 400 for bad SQL or arguments, 503 when
-the store cannot be reached; authentication is the ``auth`` dependency the
-including app passes in (the processor's bearer-token check).
+    GET  /api/store/queries                               -> the user queries running now
+    POST /api/store/queries/{id}/kill                     -> {"killed": bool}
+
+Queries pass ``query_guard`` (Tocsin's tables only) and run read-only
+(readonly=1) under ``QueryLimits``; ``readonly: false`` is refused with 403.
+Errors: 403 a query the guard refuses, 400 bad SQL or arguments or a query the
+engine cancelled at a limit, 503 the store unreachable or busy. Every call
+runs on the store's own bounded pool (``StorePool``), never on the server's
+shared thread pool, so a slow query cannot stall resolve, health or the
+dashboard; authentication is the ``auth`` dependency the including app passes
+in (the processor's bearer-token check).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from tocsin.core.errors import StoreError
+from tocsin.core.errors import RefusedError, StoreError
 from tocsin.sinks.clickhouse.config import ClickHouseSinkSettings
 from tocsin.sinks.clickhouse.store_access import (
     REPORT_MAX_ROWS,
+    QueryLimits,
     QueryResult,
     ReadOnlyClient,
+    kill_query,
     readonly_client,
     run_query,
+    running_queries,
 )
 
 MAX_REPORT_HOURS = 24 * 366
@@ -45,12 +57,49 @@ class QueryBody(BaseModel):
 
 class ArchiveBody(BaseModel):
     older_than_days: int = Field(ge=0, le=100_000, description="Archive whole days older than this.")
-    to_dir: str = Field(min_length=1, description="Absolute directory on the owner's host for the Parquet files.")
+    to_dir: str = Field(".", min_length=1, max_length=4096,
+                        description="Directory under the owner's jobs.archive_dir (relative to it, or absolute "
+                                    "inside it); anything resolving elsewhere is refused with 403.")
 
 
 class CleanupBody(BaseModel):
     days: int = Field(ge=0, le=100_000, description="Keep this many days; remove what is older.")
     dry_run: bool = Field(False, description="Only report what would be removed.")
+
+
+class StorePool:
+    """The store calls' own threads: ``workers`` at once, a caller waits ``queue_wait_s`` for one, then 503.
+
+    Store calls used to run on the server's shared thread pool, where queued
+    long queries took every thread and ``POST /api/alerts/resolve`` hung; here
+    they can only take their own.
+    """
+
+    def __init__(self, workers: int, queue_wait_s: float) -> None:
+        self.workers = workers
+        self.queue_wait_s = queue_wait_s
+        self._slots = asyncio.Semaphore(workers)  # binds to the server's loop on first use
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="tocsin-store")
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.queue_wait_s)
+        except TimeoutError:
+            raise HTTPException(503, f"store busy: {self.workers} store call(s) running "
+                                     "(sink_clickhouse.store_api_workers); retry later",
+                                headers={"Retry-After": "5"}) from None
+        try:
+            return await asyncio.wrap_future(self._executor.submit(fn))
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _http_error(exc: StoreError) -> HTTPException:
+    status = exc.http_status if isinstance(exc, RefusedError) else 400
+    return HTTPException(status, str(exc))
 
 
 def store_router(client_provider: Callable[[], Any], cfg: ClickHouseSinkSettings,
@@ -65,7 +114,11 @@ def store_router(client_provider: Callable[[], Any], cfg: ClickHouseSinkSettings
     """
     router = APIRouter(prefix="/api/store", tags=["store"], dependencies=[Depends(auth)] if auth else [])
     database = cfg.clickhouse.database
-    max_rows = cfg.sink_clickhouse.query_max_rows
+    options = cfg.sink_clickhouse
+    query_limits = QueryLimits.of(options)
+    report_limits = QueryLimits.of(options, REPORT_MAX_ROWS)
+    pool = StorePool(options.store_api_workers, options.store_api_queue_wait_s)
+    router.state_pool = pool  # type: ignore[attr-defined]  # for the app's shutdown and tests
 
     def client() -> Any:
         try:
@@ -73,58 +126,79 @@ def store_router(client_provider: Callable[[], Any], cfg: ClickHouseSinkSettings
         except Exception as exc:
             raise HTTPException(503, f"store unavailable: {exc}") from exc
 
-    def reader() -> ReadOnlyClient:
+    def reader(limits: QueryLimits) -> ReadOnlyClient:
         try:
-            return readonly_client(cfg.clickhouse)
+            return readonly_client(cfg.clickhouse, limits)
         except Exception as exc:
             raise HTTPException(503, f"store unavailable: {exc}") from exc
 
-    @router.post("/query")
-    def query(body: QueryBody) -> dict[str, Any]:
+    def guarded(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            try:
+                return fn()
+            except StoreError as exc:
+                raise _http_error(exc) from exc
+        return call
+
+    refusals: dict[int | str, dict[str, Any]] = {
+        400: {"description": "Bad SQL, or cancelled by the engine at a limit"},
+        403: {"description": "The query reaches outside Tocsin's tables (files, network, other databases)"},
+        503: {"description": "Store unavailable or busy"},
+    }
+
+    @router.post("/query", responses=refusals)
+    async def query(body: QueryBody) -> dict[str, Any]:
         if not body.readonly:
             raise HTTPException(403, "the store API runs read-only queries only")
-        c = reader()
-        try:
-            return run_query(c, body.sql, body.parameters, max_rows=max_rows).to_dict()
-        except StoreError as exc:
-            raise HTTPException(400, str(exc)) from exc
+        return await pool.run(guarded(lambda: run_query(reader(query_limits), body.sql, body.parameters).to_dict()))
 
-    @router.get("/report")
-    def report(hours: float = Query(24.0, gt=0, le=MAX_REPORT_HOURS), service: str | None = None,
-               end: dt.datetime | None = None) -> dict[str, Any]:
+    @router.get("/report", responses=refusals)
+    async def report(hours: float = Query(24.0, gt=0, le=MAX_REPORT_HOURS), service: str | None = None,
+                     end: dt.datetime | None = None) -> dict[str, Any]:
         from tocsin.sinks.clickhouse.reports import build_report
 
-        c = reader()
+        def build() -> dict[str, Any]:
+            c = reader(report_limits)
 
-        def ask(sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-            return run_query(c, sql, parameters, max_rows=REPORT_MAX_ROWS)
+            def ask(sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+                return run_query(c, sql, parameters)
 
-        try:
-            return build_report(ask, database, hours, service=service or None, end=end, options=cfg.sink_clickhouse)
-        except StoreError as exc:
-            raise HTTPException(400, str(exc)) from exc
+            return build_report(ask, database, hours, service=service or None, end=end, options=options)
 
-    @router.post("/cleanup")
-    def cleanup(body: CleanupBody) -> dict[str, Any]:
+        return await pool.run(guarded(build))
+
+    @router.get("/queries", responses=refusals)
+    async def queries() -> list[dict[str, Any]]:
+        """The user queries running now, for an admin to see (and kill) a runaway one."""
+        # Not on the pool: listing must answer while every worker is busy with the queries it lists.
+        return await asyncio.to_thread(guarded(lambda: running_queries(client())))
+
+    @router.post("/queries/{query_id}/kill", responses={404: {"description": "No such query running"}, **refusals})
+    async def kill(query_id: str) -> dict[str, Any]:
+        """Cancels a running user query in the engine (its caller gets 400, QUERY_WAS_CANCELLED)."""
+        killed = await asyncio.to_thread(guarded(lambda: kill_query(client(), query_id)))
+        if not killed:
+            raise HTTPException(404, f"no query {query_id} is running")
+        return {"killed": True}
+
+    @router.post("/cleanup", responses=refusals)
+    async def cleanup(body: CleanupBody) -> dict[str, Any]:
         from tocsin.sinks.clickhouse.cleanup import cleanup as run_cleanup
 
-        c = client()
-        try:
-            return run_cleanup(c, database, body.days, dry_run=body.dry_run,
-                               cluster=cfg.sink_clickhouse.cluster).to_dict()
-        except StoreError as exc:
-            raise HTTPException(400, str(exc)) from exc
+        return await pool.run(guarded(lambda: run_cleanup(client(), database, body.days, dry_run=body.dry_run,
+                                                          cluster=options.cluster).to_dict()))
 
-    @router.post("/archive")
-    def archive(body: ArchiveBody) -> list[dict[str, Any]]:
+    @router.post("/archive", responses=refusals)
+    async def archive(body: ArchiveBody) -> list[dict[str, Any]]:
         from tocsin.sinks.clickhouse.archive import archive_days
 
-        if not body.to_dir.startswith("/"):
-            raise HTTPException(400, "to_dir must be an absolute path on the owner's host")
-        c = client()
-        try:
-            return [a.to_dict() for a in archive_days(c, database, body.older_than_days, Path(body.to_dir))]
-        except (StoreError, OSError) as exc:
-            raise HTTPException(400, str(exc)) from exc
+        def run() -> list[dict[str, Any]]:
+            try:
+                return [a.to_dict() for a in archive_days(client(), database, body.older_than_days,
+                                                          Path(body.to_dir), root=cfg.jobs.archive_dir)]
+            except OSError as exc:
+                raise StoreError(str(exc)) from exc
+
+        return await pool.run(guarded(run))
 
     return router

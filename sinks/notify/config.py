@@ -20,11 +20,13 @@ opened or resolved on the network.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
+import re2
 from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from tocsin.core.config import ConsumerGroupConfig, StrictModel
@@ -41,6 +43,31 @@ DEFAULT_GROUP_INTERVAL_S = 300.0
 DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
 
 
+MAX_MATCHER_REGEX_CHARS = 1024
+"""Longest matcher regex: Alertmanager sets none; far above any label pattern, small enough to compile at once."""
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = 1 << 20  # compiled program's memory: a pattern needing more is rejected (RE2 default 8 MiB)
+_RE2_OPTIONS.log_errors = False  # the error is raised as a ValueError, not printed to stderr by the C++ side
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_matcher_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, anchored in full as Alertmanager anchors it; raises ValueError.
+
+    RE2 runs in time linear in the input whatever the pattern (no backtracking:
+    ``(a+)+$`` against ``aaaa...!`` is instant), and does not hold the GIL while it
+    matches; patterns it cannot run in linear time (backreferences, lookaround)
+    are rejected, as Alertmanager (Go's regexp, RE2 syntax) rejects them.
+    """
+    if len(pattern) > MAX_MATCHER_REGEX_CHARS:
+        raise ValueError(f"regex longer than {MAX_MATCHER_REGEX_CHARS} characters")
+    try:
+        return re2.compile(f"^(?:{pattern})$", options=_RE2_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"invalid regex {pattern!r} (RE2 syntax, as Alertmanager): {why}") from None
+
+
 class MatcherSpec(StrictModel):
     """One label matcher, as Alertmanager writes them: ``service=shop``, ``severity=~"warning|critical"``."""
 
@@ -51,10 +78,7 @@ class MatcherSpec(StrictModel):
     @model_validator(mode="after")
     def _regex_compiles(self) -> MatcherSpec:
         if self.op in ("=~", "!~"):
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.value!r}: {exc}") from None
+            compile_matcher_regex(self.value)
         return self
 
     @classmethod
@@ -78,7 +102,7 @@ class MatcherSpec(StrictModel):
             return v == self.value
         if self.op == "!=":
             return v != self.value
-        hit = re.fullmatch(self.value, v) is not None  # re caches the compiled pattern
+        hit = compile_matcher_regex(self.value).search(v) is not None  # anchored at both ends: a full match
         return hit if self.op == "=~" else not hit
 
 

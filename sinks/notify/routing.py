@@ -528,6 +528,26 @@ class Router:
         if not group.entries and self.groups.get(group.key) is group:
             del self.groups[group.key]
 
+    def release(self, partitions: set[Any]) -> int:
+        """Forgets the undecided transitions of partitions this instance no longer owns; returns how many.
+
+        Their next owner reads them again and decides them (after its notification log check), so
+        keeping them here would notify twice. Firing state stays in the inhibitor (inhibition needs it).
+        """
+        dropped = 0
+        for key in list(self.groups):
+            group = self.groups[key]
+            for fp in list(group.entries):
+                entry = group.entries[fp]
+                keep = [t for t in entry.pending if t.partition not in partitions]
+                dropped += len(entry.pending) - len(keep)
+                entry.pending = keep
+                if entry.latest.partition in partitions and not keep:
+                    self._remove_entry(group, fp)
+            if not group.entries and not group.in_flight:
+                del self.groups[key]
+        return dropped
+
     def _remove_entry(self, group: Group, fp: str) -> None:
         group.entries.pop(fp, None)
         keys = self._groups_of.get(fp)

@@ -34,7 +34,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError as _KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -42,12 +42,13 @@ from tocsin.core import kafka as kafka_api
 from tocsin.core.component import Component
 from tocsin.core.errors import DecodeError, KafkaError, ReadTimeout, StoreError
 from tocsin.core.events import ALERT_EVENT, CONTROL_EVENT
+from tocsin.core.heartbeat import WATCHDOG_RULE
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks.notify.config import NotifyConfig, NotifySettings
 from tocsin.sinks.notify.delivery import Attempt, Job, ReceiverWorker, RetryPolicy, TokenBucket
 from tocsin.sinks.notify.log import LogRow, NotificationLog
 from tocsin.sinks.notify.receivers.base import Notification, Notifier, build_notifier
-from tocsin.sinks.notify.routing import Outgoing, Router, Settlement, Transition
+from tocsin.sinks.notify.routing import Outgoing, Router, Settlement, Transition, alert_labels
 from tocsin.sinks.notify.templates import TemplateRenderer
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ RESTORE_TIMEOUT_S = 60.0
 STATS_INTERVAL_S = 60.0
 TOPIC_WAIT_S = 30.0
 LOOP_EXIT_TIMEOUT_S = 30.0
+# How long a revocation waits for deliveries in flight on the revoked partitions, so their next owner
+# finds them in the notification log; a delivery still retrying after that may be sent by both.
+HANDOVER_WAIT_S = 30.0
 
 
 class OffsetTracker:
@@ -99,19 +103,27 @@ class OffsetTracker:
             self._committed.pop(tp, None)
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    """Commits what is settled before partitions go; remembers assignments for the loop to restore."""
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Hands revoked partitions over without blocking kafka-python's IO thread (where listeners run).
 
-    def __init__(self, commit: Any) -> None:
-        self.commit = commit
+    The loop waits inside ``poll()`` meanwhile, so the sink's state is the listener's to read.
+    Assignments and revocations are recorded for the loop, which releases and restores state.
+    """
+
+    def __init__(self, sink: NotifySink) -> None:
+        self.sink = sink
         self.assigned: set[TopicPartition] = set()
         self.revoked: set[TopicPartition] = set()
 
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.commit(force=True)  # the new owner starts after everything this instance settled
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = set(revoked)
         self.revoked.update(revoked)
+        await self.sink.hand_over(revoked)
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        self.revoked.update(lost)  # evicted (a stall): others own them already, nothing may be committed
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.assigned.update(assigned)
 
 
@@ -141,7 +153,9 @@ class NotifySink(Component):
         self._consumer: Any = None
         self._control: Any = None
         self._producer: Any = None
-        self._rebalance = _Rebalance(self._commit)
+        self._rebalance = _Rebalance(self)
+        self._changelog: Any = None
+        self._closing = False
         self._paused = False
         self._last_commit = 0.0
         self._last_prune = 0.0
@@ -152,6 +166,7 @@ class NotifySink(Component):
         self._loop_idle = threading.Event()
         self._loop_idle.set()
         self._loop_thread: threading.Thread | None = None
+        self.watchdog_seen_at: float | None = None  # monotonic; when the last Watchdog beat arrived
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -181,6 +196,8 @@ class NotifySink(Component):
         self._control.assign(control_tps)
         self._control.seek_to_beginning(*control_tps)
         self._drain_control(until_end=True)
+        if self.ncfg.inhibit_rules:
+            self._open_changelog(topics.alerts)
         extra: dict[str, Any] = {"session_timeout_ms": self.ncfg.session_timeout_ms,
                                  "heartbeat_interval_ms": max(1000, self.ncfg.session_timeout_ms // 3)}
         if self.ncfg.group_instance_id:
@@ -213,9 +230,15 @@ class NotifySink(Component):
         now = self.clock()
         # 1. silences
         self._drain_control()
+        self._drain_changelog()
         # 2. alert transitions
         timeout = poll_ms if poll_ms is not None else int(self.ncfg.tick_s * 1000)
-        batch = self._consumer.poll(timeout_ms=timeout)
+        try:
+            batch = self._consumer.poll(timeout_ms=timeout)
+        except _KafkaError as exc:  # a failed rebalance step, a broker away: the group is joined again next turn
+            self.counters["poll_errors"] += 1
+            log.warning("Polling the alerts topic failed; retrying.", extra={"error": f"{type(exc).__name__}: {exc}"})
+            batch = {}
         self._handle_rebalance()
         if batch:
             self._intake(batch, now)
@@ -234,6 +257,7 @@ class NotifySink(Component):
         self._housekeeping(now)
 
     def _release(self) -> None:
+        self._closing = True  # the revocation at close must not wait for deliveries the stopped workers dropped
         # close() may come from another thread (a signal handler's stop, a test): let the loop finish its turn.
         if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
             self._loop_idle.wait(LOOP_EXIT_TIMEOUT_S)
@@ -246,7 +270,7 @@ class NotifySink(Component):
             self._commit(force=True)
         except Exception:
             log.exception("Final commit failed; the next start re-reads from the last commit.")
-        for c in (self._consumer, self._control):
+        for c in (self._consumer, self._control, self._changelog):
             if c is not None:
                 try:
                     c.close(autocommit=False)
@@ -295,6 +319,44 @@ class NotifySink(Component):
         elif event.get("action", "").startswith("silence"):
             self.counters[event["action"]] += 1
 
+    # ------------------------------------------------------------------ the alert changelog (inhibition sources)
+
+    def _open_changelog(self, topic: str) -> None:
+        """Every instance reads the whole alerts topic for inhibition sources.
+
+        The topic is keyed by fingerprint, so one service's critical and warning alerts may sit on
+        partitions owned by different instances; an inhibit rule needs the source wherever it is.
+        Records of partitions this instance owns are skipped here (its router sees them in order).
+        """
+        self._changelog = kafka_api.consumer(self.cfg.kafka, group_id=None)
+        tps = [TopicPartition(topic, p) for p in sorted(_wait_for_topic(self._changelog, topic))]
+        self._changelog.assign(tps)
+        self._changelog.seek_to_beginning(*tps)
+        try:
+            kafka_api.read_to_end(self._changelog, self._apply_changelog, timeout_s=RESTORE_TIMEOUT_S,
+                                  what=f"{topic} (inhibition sources)")
+        except ReadTimeout as exc:
+            log.warning("Alert changelog not read to its end; inhibition may be incomplete for now.",
+                        extra={"error": str(exc)})
+
+    def _drain_changelog(self) -> None:
+        if self._changelog is None:
+            return
+        for tp, records in self._changelog.poll(timeout_ms=0).items():
+            for rec in records:
+                self._apply_changelog(tp, rec)
+
+    def _apply_changelog(self, tp: TopicPartition, rec: Any) -> None:
+        if rec.value is None or (self._consumer is not None and tp in self._consumer.assignment()):
+            return
+        try:
+            name, event = self.codec.decode(rec.value)
+        except DecodeError:
+            return  # dead-lettered by the instance that owns the partition
+        if name == ALERT_EVENT:
+            labels = alert_labels(event)
+            self.router.inhibitor.update(str(event["fingerprint"]), labels if event["state"] == "firing" else None)
+
     # ------------------------------------------------------------------ intake
 
     def _intake(self, batch: dict[TopicPartition, list[Any]], now: float) -> None:
@@ -308,6 +370,10 @@ class NotifySink(Component):
                         raise DecodeError(f"expected {ALERT_EVENT} on the alerts topic, got {name}")
                 except DecodeError as exc:
                     self._deadletter(rec, tp, exc.reason)
+                    self.tracker.done(tp, rec.offset)
+                    continue
+                if event["rule"] == WATCHDOG_RULE:  # the dead man's switch (tocsin.app.watchdog): noted, not routed
+                    self.watchdog_seen_at = time.monotonic()
                     self.tracker.done(tp, rec.offset)
                     continue
                 transitions.append(Transition(event, tp, rec.offset))
@@ -439,11 +505,41 @@ class NotifySink(Component):
         self.tracker.committed(offsets)
         self._last_commit = time.monotonic()
 
+    async def hand_over(self, revoked: set[TopicPartition]) -> None:
+        """In the revocation listener: deliveries in flight on ``revoked`` finish (their log rows written),
+        then what is settled there is committed with ``commit_async``, so the next owner starts after it."""
+
+        def settled() -> bool:
+            self._collect(self.clock())
+            return not any(t.partition in revoked for out in self._in_flight.values() for t in out.covered)
+
+        if not await kafka_api.wait_on_io_thread(self._consumer, settled, 0 if self._closing else HANDOVER_WAIT_S):
+            log.warning("Deliveries still in flight at a rebalance; the next owner may send them again.",
+                        extra={"partitions": len(revoked)})
+        offsets = {tp: off for tp, off in self.tracker.to_commit().items() if tp in revoked}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit_async({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        except Exception as exc:  # the group moved on: the next owner re-reads more, the log check skips it
+            log.warning("Offset commit at revocation failed.", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.tracker.committed(offsets)
+
     def _handle_rebalance(self) -> None:
         rb = self._rebalance
         if rb.revoked:
             revoked, rb.revoked = set(rb.revoked), set()
-            self.tracker.drop(revoked - self._consumer.assignment())
+            # Forget them wholly, kept or not: an eager rebalance moves kept partitions back to their
+            # committed offsets, and what is read again is checked against the notification log.
+            self.tracker.drop(revoked)
+            released = self.router.release(revoked)
+            self.counters["rebalances"] += 1
+            if self._paused:
+                self._consumer.resume(*self._consumer.assignment())
+                self._paused = False
+            log.info("Partitions revoked; their undecided transitions go to the next owner.",
+                     extra={"partitions": len(revoked), "released": released})
         if rb.assigned:
             assigned, rb.assigned = set(rb.assigned), set()
             self._restore(assigned)
@@ -456,16 +552,18 @@ class NotifySink(Component):
             return
         reader = kafka_api.consumer(self.cfg.kafka, group_id=None)
         latest: dict[str, dict[str, Any]] = {}
+        where: dict[str, TopicPartition] = {}
 
-        def handle(_tp: TopicPartition, rec: Any) -> None:
+        def handle(tp: TopicPartition, rec: Any) -> None:
             if rec.value is None:
                 return
             try:
                 name, event = self.codec.decode(rec.value)
             except DecodeError:
                 return  # dead-lettered when it was first consumed
-            if name == ALERT_EVENT:
+            if name == ALERT_EVENT and event["rule"] != WATCHDOG_RULE:
                 latest[event["fingerprint"]] = event
+                where[event["fingerprint"]] = tp
 
         try:
             reader.assign(list(committed))
@@ -483,7 +581,7 @@ class NotifySink(Component):
         told = self.log.told_firing(firing) if firing else {}
         now = self.clock()
         for event in firing:
-            self.router.restore(Transition(event), told.get(event["fingerprint"], {}), now)
+            self.router.restore(Transition(event, where[event["fingerprint"]]), told.get(event["fingerprint"], {}), now)
         self.counters["restored_firing"] += len(firing)
         log.info("Restored alert state from the changelog.", extra={"firing": len(firing), "partitions": len(tps)})
 

@@ -81,7 +81,7 @@ def test_a_broker_whose_owner_is_killed_is_stopped_and_its_directory_removed(tmp
     owner = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time\n"
          "from pathlib import Path\n"
-         "from tocsin import localkafka\n"
+         "from tocsin.core import localkafka\n"
          "s = localkafka.up(data_dir=Path(sys.argv[1]), owner_pid=os.getpid(), remove_on_orphan=True)\n"
          "print(s.pid, flush=True)\n"
          "time.sleep(600)\n", str(data_dir)],

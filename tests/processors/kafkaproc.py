@@ -24,6 +24,7 @@ from tests.kafkautil import consume_all
 from tocsin.app.config import TocsinConfig
 from tocsin.core.kafka import create_topics
 from tocsin.processors.service import ProcessorService
+from tocsin.processors.view import ProcessorView
 from tocsin.schemas.codec import default_codec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,14 +67,15 @@ def write_config(cfg: TocsinConfig, path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running(cfg: TocsinConfig) -> Iterator[ProcessorService]:
-    """A processor service looping in a thread; closed (offsets committed, group left) on exit."""
+def running(cfg: TocsinConfig) -> Iterator[ProcessorView]:
+    """A processor service looping in a thread, seen through its view (``refresh()`` reads it); closed (offsets
+    committed, group left) on exit."""
     svc = ProcessorService(cfg)
     svc.start()
     thread = threading.Thread(target=svc.run, name="processor-under-test", daemon=True)
     thread.start()
     try:
-        yield svc
+        yield ProcessorView(svc, background=False)
     finally:
         svc.stop()
         thread.join(timeout=30)
@@ -91,7 +93,8 @@ class ProcessorProcess:
     def start(self) -> ProcessorProcess:
         code = "import sys; from tocsin.app.cli import main; sys.argv = ['tocsin', *sys.argv[1:]]; main()"
         # Each process serves its own HTTP API (``tocsin start processor``): give it a port of its own.
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TOCSIN_HTTP_ADDR": f"127.0.0.1:{free_port()}"}
+        self.http_addr = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TOCSIN_HTTP_ADDR": self.http_addr}
         self.log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()/kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "--config", str(self.config_file), "start", "processor"],

@@ -25,10 +25,10 @@ def test_a_batch_is_processed_event_by_event_and_its_bad_event_dead_lettered_alo
     producer.send(topics.metrics, key=b"shop", value=codec.encode_batch(METRIC_EVENT, good[25:]))
     producer.flush(30)
     producer.close()
-    with running(cfg) as svc:
-        wait_for(lambda: svc.counters().processed.get(topics.metrics, 0) >= len(good), 60, "batched events")
-        wait_for(lambda: svc.counters().dead_lettered >= 1, 30, "the bad event")
-        assert svc.counters().processed[topics.metrics] == len(good)
+    with running(cfg) as view:
+        wait_for(lambda: view.refresh().counters.processed.get(topics.metrics, 0) >= len(good), 60, "batched events")
+        wait_for(lambda: view.refresh().counters.dead_lettered >= 1, 30, "the bad event")
+        assert view.refresh().counters.processed[topics.metrics] == len(good)
     (letter,) = consume_all(cfg.kafka, topics.deadletter, expect=1, timeout_s=30)
     assert "absurd metric value" in dict(letter.headers)["error"].decode()
     name, record = codec.decode(letter.value)

@@ -11,7 +11,6 @@ import math
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,15 @@ from tocsin.core.errors import ConfigError, KafkaError
 from tocsin.core.events import now_us
 from tocsin.processors.http import create_app, serve, stop
 from tocsin.processors.http.app import SEED_PREFIX
-from tocsin.processors.view import Counters, LatencyHistogram, ResolveOutcome, SeriesPoint, ServiceView
+from tocsin.processors.view import (
+    CHART_SERVICES,
+    Counters,
+    LatencyHistogram,
+    ResolveOutcome,
+    SeriesPoint,
+    ServiceView,
+    Snapshot,
+)
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,7 +51,7 @@ def alert(alert_id: str, service: str, severity: str = "critical", state: str = 
 
 @dataclass
 class MemoryView:
-    """A ServiceView over plain attributes; ``resolve`` records what it would publish."""
+    """A ServiceView over plain attributes: ``snapshot()`` builds a Snapshot of them; ``resolve`` records."""
 
     live: bool = True
     kafka: bool = True
@@ -58,40 +65,14 @@ class MemoryView:
     published: list[tuple[str, str, str]] = field(default_factory=list)
     kafka_fails_on_resolve: bool = False
 
-    def counters(self) -> Counters:
-        return self.counts
-
-    def consumer_lag(self) -> Mapping[tuple[str, int], int]:
-        return self.lag
-
-    def consuming(self) -> bool:
-        return self.live
-
-    def kafka_reachable(self) -> bool:
-        return self.kafka
-
-    def clickhouse_reachable(self) -> bool | None:
-        return self.clickhouse
-
-    def active_alerts(self) -> Sequence[Mapping[str, Any]]:
-        return self.active
-
-    def alert_history(self) -> Sequence[Mapping[str, Any]]:
-        return self.history
-
-    def latest_health(self) -> Sequence[Mapping[str, Any]]:
-        return self.health
-
-    def service_series(self, limit: int) -> Mapping[str, Sequence[SeriesPoint]]:
+    def snapshot(self) -> Snapshot:
         ranked = sorted(self.series.items(), key=lambda kv: (-sum(p.errors for p in kv[1]), kv[0]))
-        return dict(ranked[:limit])
-
-    def error_count_1h(self) -> int:
         since = now_us() - 3600 * 1_000_000
-        return sum(p.errors for points in self.series.values() for p in points if p.ts_us > since)
-
-    def uptime_s(self) -> float:
-        return 12.5
+        return Snapshot(
+            counters=self.counts, lag=self.lag, active=self.active, history=self.history, health=self.health,
+            series=dict(ranked[:CHART_SERVICES]), kafka=self.kafka, clickhouse=self.clickhouse, running=self.live,
+            error_count_1h=sum(p.errors for points in self.series.values() for p in points if p.ts_us > since),
+            started_at_us=now_us() - 12_500_000)
 
     def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
         if self.kafka_fails_on_resolve:
@@ -122,7 +103,7 @@ def client(view: MemoryView) -> TestClient:
 
 
 def test_memory_view_satisfies_the_protocol(view: MemoryView) -> None:
-    assert isinstance(view, ServiceView)
+    assert isinstance(view, ServiceView) and isinstance(view.snapshot(), Snapshot)
 
 
 @pytest.mark.parametrize("path", ["/health", f"{SEED_PREFIX}/health/"])
@@ -216,7 +197,7 @@ def test_detailed_health_has_the_seed_shape(view: MemoryView, client: TestClient
     assert set(body) == {"overall_status", "timestamp", "uptime_seconds", "health_checks", "active_alerts_count",
                          "performance_summary"}
     assert body["overall_status"] == "healthy"
-    assert body["uptime_seconds"] == 12.5
+    assert abs(body["uptime_seconds"] - 12.5) < 1
     assert body["active_alerts_count"] == 1
     # only points within the last hour count
     assert body["performance_summary"] == {"error_count_1h": 3, "events_per_s": 1234.5, "consumer_lag": 12}
@@ -478,40 +459,39 @@ def test_the_store_api_mounts_behind_the_same_token(view: MemoryView) -> None:
     assert "/api/store/query" in client.get("/openapi.json", headers=AUTH).json()["paths"]
 
 
-@dataclass
-class MemoryLoop(MemoryView):
-    """A MemoryView that looks like a running processor loop, whose accessors can be made to hang."""
+def _service_with_an_alert() -> Any:
+    """A real ProcessorService, not started (no Kafka): its engine holds one firing alert, its history one resolved."""
+    from tests.processors.helpers import T0, S, engine, metric, rules
+    from tocsin.processors.service import ProcessorService
 
-    stopping: bool = False
-    hang: threading.Event | None = None
+    svc = ProcessorService(make_config("127.0.0.1:9", "chdb:///tmp/unused"))
+    svc.engine = engine(rules({"name": "cpu", "source": "metrics", "filter": {"name": "cpu_usage"},
+                               "aggregate": "latest", "window": "1m", "warning": 80}))
+    ps = svc.engine.add_partition("t.metrics", 0, "metrics")
+    for i in range(3):
+        svc.engine.ingest(ps, "metrics", metric(T0 + i * S + 1, 90.0, name="cpu_usage"))
+    svc.engine.counters.late = 3
+    svc.lag = {("t.logs", 0): 4}
+    svc.recent.appendleft(alert("old-1", "shop", state="resolved"))
+    svc.started_at_us, svc.last_poll = now_us(), time.monotonic()
+    return svc
 
-    def active_alerts(self) -> Sequence[Mapping[str, Any]]:
-        if self.hang is not None:
-            self.hang.wait(10)  # the consumer loop holding its lock
-        return super().active_alerts()
 
-
-def test_processor_view_serves_snapshots_and_answers_a_second_resolve_from_memory(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import tocsin.processors.view as view_module
+def test_processor_view_serves_snapshots_and_answers_a_second_resolve_from_memory() -> None:
     from tocsin.processors.view import ProcessorView
 
-    monkeypatch.setattr(view_module, "REFRESH_INTERVAL_S", 3600.0)  # refreshed by hand below
-    loop = MemoryLoop(active=[alert("a1", "shop")], history=[alert("old", "shop", state="resolved")],
-                      counts=Counters(late=3), lag={("t.logs", 0): 4})
-    view = ProcessorView(loop)
-    try:
-        view.refresh()
-        assert isinstance(view, ServiceView)
-        assert [a["alert_id"] for a in view.active_alerts()] == ["a1"] and view.counters().late == 3
-        assert view.consumer_lag() == {("t.logs", 0): 4} and view.consuming()
-        assert view.kafka_reachable()  # no consumer to probe: the service's own verdict
-        loop.active = []  # the processor moved on; the API shows the last snapshot until the next refresh
-        assert [a["alert_id"] for a in view.active_alerts()] == ["a1"]
-        assert view.resolve("old", "r", "me") == "already_resolved" and loop.published == []
-        assert view.resolve("nope", "r", "me") == "unknown"
-    finally:
-        view.close()
+    svc = _service_with_an_alert()
+    view = ProcessorView(svc, background=False)
+    snap = view.refresh()
+    assert isinstance(view, ServiceView)
+    open_ids = [a["alert_id"] for a in snap.active]
+    assert len(open_ids) == 1 and snap.counters.late == 3 and snap.counters.engine["late"] == 3
+    assert snap.lag == {("t.logs", 0): 4} and snap.consuming() and snap.partitions == ("t.metrics:0",)
+    assert snap.kafka  # no consumer to probe: the service's own verdict
+    svc.engine.drop_partition(("t.metrics", 0))  # the processor moved on; the API shows the last snapshot
+    assert [a["alert_id"] for a in view.snapshot().active] == open_ids
+    assert view.resolve("old-1", "r", "me") == "already_resolved"  # from memory: no Kafka reachable here
+    assert view.resolve("nope", "r", "me") == "unknown"
 
 
 def test_processor_view_reports_a_stuck_loop_without_waiting_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -519,23 +499,30 @@ def test_processor_view_reports_a_stuck_loop_without_waiting_for_it(monkeypatch:
 
     monkeypatch.setattr(view_module, "STALL_S", 0.5)
     monkeypatch.setattr(view_module, "REFRESH_INTERVAL_S", 0.05)
-    loop = MemoryLoop(active=[alert("a1", "shop")])
-    view = view_module.ProcessorView(loop)
+    svc = _service_with_an_alert()
+    view = view_module.ProcessorView(svc)
+    held, release = threading.Event(), threading.Event()
+
+    def stuck_pass() -> None:  # the consumer loop holding its lock
+        with svc.lock:
+            held.set()
+            release.wait(10)
+
     try:
         wait = time.monotonic() + 5
-        while not view.consuming() and time.monotonic() < wait:
+        while not view.snapshot().consuming() and time.monotonic() < wait:
             time.sleep(0.05)
-        assert view.consuming()
-        loop.hang = threading.Event()  # the loop now holds its lock
+        assert view.snapshot().consuming()
+        threading.Thread(target=stuck_pass, daemon=True).start()
+        held.wait(5)
         time.sleep(1.0)
         started = time.perf_counter()
-        assert not view.consuming()
-        assert [a["alert_id"] for a in view.active_alerts()] == ["a1"]  # answered from memory, at once
+        assert not view.snapshot().consuming()
+        assert len(view.snapshot().active) == 1  # answered from memory, at once
         assert time.perf_counter() - started < 0.1
         client = TestClient(make_app(view))
         r = client.get("/health")
         assert r.status_code == 503 and r.json()["reasons"] == ["the consumer loop is not polling"]
     finally:
-        if loop.hang is not None:
-            loop.hang.set()
+        release.set()
         view.close()

@@ -57,15 +57,15 @@ def test_poison_goes_to_the_deadletter_topic_with_reasons_and_good_events_are_pr
                 producer.send(topics.metrics, key=b"svc-1", value=value)
     producer.flush()
     producer.close()
-    with running(cfg) as svc:
-        assert isinstance(svc, ServiceView)
-        wait_for(lambda: svc.counters().processed.get(topics.metrics, 0) >= len(good), 60, "good events")
-        counters = svc.counters()
+    with running(cfg) as view:
+        assert isinstance(view, ServiceView)
+        wait_for(lambda: view.refresh().counters.processed.get(topics.metrics, 0) >= len(good), 60, "good events")
+        counters = view.refresh().counters
         n_bad = len(poison) * 5
-        wait_for(lambda: svc.counters().dead_lettered >= n_bad, 30, "dead letters")
+        wait_for(lambda: view.refresh().counters.dead_lettered >= n_bad, 30, "dead letters")
         assert counters.processed[topics.metrics] == len(good)
-        assert svc.counters().consumed[topics.metrics] == len(good) + n_bad
-        assert svc.counters().decode_errors == 3 * 5  # random bytes, unknown fingerprint, empty
+        assert view.refresh().counters.consumed[topics.metrics] == len(good) + n_bad
+        assert view.refresh().counters.decode_errors == 3 * 5  # random bytes, unknown fingerprint, empty
     letters = consume_all(cfg.kafka, topics.deadletter, expect=n_bad, timeout_s=30)
     assert len(letters) == n_bad
     errors = [dict(m.headers)["error"].decode() for m in letters]
@@ -84,24 +84,24 @@ def test_alert_fires_resolves_by_hand_and_a_restart_emits_nothing_twice(kafka_bo
     start = now_us() - 10 * S
     assert produce(cfg.kafka, cfg.kafka.topics.metrics, METRIC_EVENT,
                    _slow_then_fast("checkout", start, slow_s=10, fast_s=0.1)) > 0
-    with running(cfg) as svc:
-        firing = wait_for(lambda: [a for a in svc.active_alerts() if a["state"] == "firing"], 60, "firing alert")
+    with running(cfg) as view:
+        firing = wait_for(lambda: [a for a in view.refresh().active if a["state"] == "firing"], 60, "firing alert")
         alert = firing[0]
         assert alert["rule"] == "latency" and alert["labels"]["service"] == "checkout"
         assert alert["annotations"]["summary"].startswith("checkout p95 9")
-        assert svc.resolve(alert["alert_id"], "deploy rolled back", "alice") == "accepted"
-        wait_for(lambda: not svc.active_alerts(), 30, "manual resolve applied")
-        assert svc.resolve(alert["alert_id"], "again", "alice") == "already_resolved"
-        assert svc.resolve("0123456789abcdef-1", "?", "alice") == "unknown"
-        history = svc.alert_history()
+        assert view.resolve(alert["alert_id"], "deploy rolled back", "alice") == "accepted"
+        wait_for(lambda: not view.refresh().active, 30, "manual resolve applied")
+        assert view.resolve(alert["alert_id"], "again", "alice") == "already_resolved"
+        assert view.resolve("0123456789abcdef-1", "?", "alice") == "unknown"
+        history = view.refresh().history
         assert history[0]["state"] == "resolved" and history[0]["resolved_by"] == "alice"
-        assert svc.engine_counters()["control_applied"] == 1
+        assert view.refresh().counters.engine["control_applied"] == 1
     before = alert_events(cfg)
     assert [(e["state"], e["severity"]) for e in before] == [("pending", "warning"), ("firing", "warning"),
                                                               ("resolved", "none")]
     # A second process (clean restart) replays the same input and must not repeat any of it.
-    with running(cfg) as svc:
-        wait_for(lambda: svc.status()["assigned_partitions"] and not svc.status()["replaying_partitions"],
+    with running(cfg) as view:
+        wait_for(lambda: view.refresh().partitions and not view.snapshot().replaying,
                  60, "replay")
         time.sleep(3)
     after = alert_events(cfg)
@@ -115,33 +115,33 @@ def test_heartbeats_lag_and_health_are_exposed(kafka_bootstrap, clickhouse_url, 
                "status": "healthy" if i < 2 else "unhealthy", "response_time_ms": 3.0, "details": {}, "error": None}
               for i, c in enumerate(["database", "cache", "database"])]
     produce(cfg.kafka, cfg.kafka.topics.health, "HealthEvent", health)
-    with running(cfg) as svc:
+    with running(cfg) as view:
         def probes():  # the processor's own heartbeats show up as heartbeat:<component> entries too
-            return [h for h in svc.latest_health() if not h["check"].startswith("heartbeat:")]
+            return [h for h in view.refresh().health if not h["check"].startswith("heartbeat:")]
 
         wait_for(lambda: len(probes()) == 2, 60, "health events")
         latest = {h["check"]: h["status"] for h in probes()}
         assert latest == {"database": "unhealthy", "cache": "healthy"}
-        wait_for(lambda: any(h["check"] == "heartbeat:processor" for h in svc.latest_health()), 30,
+        wait_for(lambda: any(h["check"] == "heartbeat:processor" for h in view.refresh().health), 30,
                  "the processor's heartbeat in its health entries")
-        wait_for(lambda: svc.consumer_lag() and not any(svc.consumer_lag().values()), 30, "zero lag")
-        assert len(svc.consumer_lag()) == 9  # logs, metrics, health x 3 partitions
-        assert svc.consuming() and svc.kafka_reachable() and svc.uptime_s() > 0
+        wait_for(lambda: view.refresh().lag and not any(view.snapshot().lag.values()), 30, "zero lag")
+        assert len(view.snapshot().lag) == 9  # logs, metrics, health x 3 partitions
+        assert view.snapshot().consuming() and view.snapshot().kafka and view.snapshot().uptime_s() > 0
         beats = wait_for(lambda: [m for m in consume_all(cfg.kafka, cfg.kafka.topics.metrics, idle_s=1)
                                   if b"tocsin_heartbeat" in m.value], 30, "heartbeat")
         name, rec = default_codec().decode(beats[0].value)
         assert (name, rec["service"], rec["value"]) == (METRIC_EVENT, "tocsin-processor", 1.0)
-        hist = svc.counters().latency
+        hist = view.refresh().counters.latency
         assert hist.count >= 1 and hist.buckets[-1][1] <= hist.count
 
 
 def test_control_topic_garbage_is_dead_lettered(kafka_bootstrap, clickhouse_url, tmp_path):
     cfg = processor_config(kafka_bootstrap, clickhouse_url, tmp_path)
-    with running(cfg) as svc:
+    with running(cfg) as view:
         producer = kafka_api.producer(cfg.kafka)
         producer.send(cfg.kafka.topics.control, key=b"x", value=b"\x00garbage").get(timeout=30)
         producer.close()
-        wait_for(lambda: svc.counters().dead_lettered == 1, 30, "control garbage dead-lettered")
+        wait_for(lambda: view.refresh().counters.dead_lettered == 1, 30, "control garbage dead-lettered")
     letters = consume_all(cfg.kafka, cfg.kafka.topics.deadletter, expect=1, timeout_s=30)
     assert dict(letters[0].headers)["stage"] == b"control"
 

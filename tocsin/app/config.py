@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from tocsin.app.watchdog import WatchdogConfig
 from tocsin.core.config import (
     ApiConfig,
     ClickHouseConfig,
@@ -53,6 +54,7 @@ class TocsinConfig(StrictModel):
     notify: NotifyConfig = NotifyConfig()
     summary: SummaryConfig = SummaryConfig()
     jobs: JobsConfig = JobsConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     source: str | None = Field(None, description="The file this was loaded from (set by load_config).")
 
 

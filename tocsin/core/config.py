@@ -87,11 +87,12 @@ class TopicsConfig(StrictModel):
     control: str = Field("tocsin.control", description="ControlEvent topic: manual resolve, ack.")
     silences: str = Field("tocsin.silences", description="Silences by silence id, compacted: kept while they last.")
     deadletter: str = Field("tocsin.deadletter", description="Bad input with the reason in its headers.")
+    patterns: str = Field("tocsin.patterns", description="Seen error patterns (new_pattern), compacted.")
     partitions: int = Field(6, ge=1, description="Partitions of every topic; more means more processor instances.")
     replication_factor: int = Field(1, ge=1, description="Replicas of every topic; 3 on a production cluster.")
     retention_hours: int = Field(72, ge=1, description="Retention of the input topics (alerts is compacted).")
 
-    @field_validator("logs", "metrics", "health", "alerts", "control", "deadletter", "silences")
+    @field_validator("logs", "metrics", "health", "alerts", "control", "deadletter", "silences", "patterns")
     @classmethod
     def _legal_topic(cls, v: str) -> str:
         # Kafka's own rule (org.apache.kafka.common.internals.Topic): 1-249 of [a-zA-Z0-9._-], not "." or "..".

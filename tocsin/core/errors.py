@@ -11,6 +11,8 @@ exceptions are wrapped at the component boundary (``raise ... from exc``)::
     │   └── ReadTimeout    a topic not read to its end in time (callers retry or degrade)
     ├── LocalKafkaError    the local broker could not be resolved or started
     ├── StoreError         ClickHouse unreachable or a statement failed
+    │   └── RefusedError   what the store's policy refuses: a query outside Tocsin's tables, a
+    │                      path outside the archive directory (CLI exit 2, HTTP 403)
     ├── SinkError          a sink could not deliver (after its retries)
     └── RuleError          a rule file that does not validate (a ConfigError)
 """
@@ -70,6 +72,18 @@ class LocalKafkaError(TocsinError):
 
 class StoreError(TocsinError):
     """ClickHouse could not be reached or a statement failed."""
+
+
+class RefusedError(StoreError):
+    """A request the store refuses: a query reaching outside Tocsin's tables or past its limits, a path
+    outside the archive directory.
+
+    ``http_status`` is what the store API answers: 403 refused by policy, 400 cancelled at a limit.
+    """
+
+    def __init__(self, message: str, http_status: int = 403) -> None:
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class SinkError(TocsinError):

@@ -18,13 +18,20 @@ from typing import Any
 from kafka import KafkaProducer
 
 from tocsin.core.component import Component
-from tocsin.core.events import HOSTNAME, METRIC_EVENT, new_event_id, now_us
+from tocsin.core.events import HEALTH_EVENT, HOSTNAME, METRIC_EVENT, new_event_id, now_us
 from tocsin.schemas.codec import default_codec
 
 log = logging.getLogger(__name__)
 
 SERVICE = "tocsin"
 HEARTBEAT_METRIC = "tocsin_heartbeat"
+RESTARTS_METRIC = "tocsin_component_restarts_total"
+RESTARTING_METRIC = "tocsin_component_restarting"
+"""1 while a component is down, waiting to restart or restarted less than a healthy period ago; else 0."""
+RESTARTS_CHECK = "restarts:{component}"
+WATCHDOG_RULE = "Watchdog"
+"""The always-firing alert of the dead man's switch (tocsin.app.watchdog): noted by the notify sink, never routed."""
+WATCHDOG_FINGERPRINT = "watchdog"
 
 Figures = dict[str, tuple[float, str]]
 """metric name -> (value, unit)"""
@@ -84,18 +91,59 @@ class HeartbeatLoop(Component):
         self._producer: KafkaProducer | None = None
         self.beats: dict[str, Heartbeat] = {}
         self.stuck: set[str] = set()
+        self._restarts_sent_at = float("-inf")
+        self._restarts_seen: dict[str, tuple[str, int]] = {}
 
     def start(self) -> None:
         from tocsin.core import kafka as kafka_api
 
-        if not self.names:
-            return
         self._producer = kafka_api.producer(self.cfg.kafka)
         for name in self.names:
-            member = self.group.members[name]
-            figures = getattr(member, "heartbeat_figures", None) or (lambda: {})
-            self.beats[name] = Heartbeat(self._producer, self.cfg.kafka.topics.metrics, name, figures,
-                                         self.interval_s)
+            self.beats[name] = Heartbeat(self._producer, self.cfg.kafka.topics.metrics, name,
+                                         self._figures_of(name), self.interval_s)
+
+    def _figures_of(self, name: str) -> Callable[[], Figures]:
+        """The figures of whichever member runs under ``name`` now (a restart replaces it)."""
+        def figures() -> Figures:
+            own = getattr(self.group.members[name], "heartbeat_figures", None)
+            return own() if own else {}
+        return figures
+
+    def send_restarts(self) -> None:
+        """Per member that ever failed: a health entry ``restarts:<name>`` and the restart metrics.
+
+        The processor lists the health entry on ``/health/detailed``; the
+        ``tocsin_component_restarting`` rule alerts on the metric. Members that
+        never failed send nothing, so a healthy process adds no noise.
+        """
+        status_of = getattr(self.group, "status", {})
+        backoff = getattr(self.group, "backoff", None)
+        reset_s = backoff.reset_after_s if backoff is not None else 60.0
+        ts = now_us()
+        codec = default_codec()
+        metrics, health = [], []
+        for name, st in list(status_of.items()):
+            if name == self.name or (st.restarts == 0 and st.state == "running"):
+                continue
+            recent = st.recently_failed(reset_s)
+            labels = {"component": name}
+            common = {"ts": ts, "service": SERVICE, "host": HOSTNAME}
+            metrics += [{"event_id": new_event_id(), **common, "name": RESTARTS_METRIC, "value": float(st.restarts),
+                         "unit": "count", "labels": labels},
+                        {"event_id": new_event_id(), **common, "name": RESTARTING_METRIC, "value": float(recent),
+                         "unit": "count", "labels": labels}]
+            status = "unhealthy" if st.state != "running" else "degraded" if recent else "healthy"
+            health.append({"event_id": new_event_id(), **common, "check": RESTARTS_CHECK.format(component=name),
+                           "status": status, "response_time_ms": None,
+                           "details": {"component": name, "state": st.state, "restarts": str(st.restarts),
+                                       "last_failure_at": str(st.last_failure_at or "")},
+                           "error": st.last_error})
+        if metrics:
+            self._producer.send(self.cfg.kafka.topics.metrics, key=SERVICE.encode(),
+                                value=codec.encode_batch(METRIC_EVENT, metrics))
+        for rec in health:
+            self._producer.send(self.cfg.kafka.topics.health, key=SERVICE.encode(),
+                                value=codec.encode(HEALTH_EVENT, rec))
 
     def run(self) -> None:
         while not self._stop.wait(1.0):
@@ -113,6 +161,10 @@ class HeartbeatLoop(Component):
                     log.info("a service loop is making progress again", extra={"service": name})
                     self.stuck.discard(name)
                 beat.maybe_send()
+            snapshot = {n: (st.state, st.restarts) for n, st in getattr(self.group, "status", {}).items()}
+            if snapshot != self._restarts_seen or time.monotonic() - self._restarts_sent_at >= self.interval_s:
+                self._restarts_seen, self._restarts_sent_at = snapshot, time.monotonic()
+                self.send_restarts()  # at once on a change, so a restart is on /health/detailed in seconds
 
     def _release(self) -> None:
         if self._producer is not None:

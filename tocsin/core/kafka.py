@@ -176,6 +176,7 @@ def topic_specs(cfg: KafkaConfig) -> list[TopicSpec]:
         # A silence may last 90 days, longer than any time retention: its latest record (keyed by silence
         # id) is kept by compaction whatever retention.ms says (sinks/notify/silences.py).
         (t.silences, compact),
+        (t.patterns, compact),  # new_pattern rules' seen set: latest sighting per (rule, service, pattern)
     ]
     return [TopicSpec(name, t.partitions, t.replication_factor, conf) for name, conf in spec]
 
@@ -236,3 +237,21 @@ def deadletter_headers(error: str, topic: str, partition: int, offset: int, stag
         ("source_offset", str(offset).encode()),
         ("stage", stage.encode()),
     ]
+
+
+async def wait_on_io_thread(consumer: KafkaConsumer, done: Callable[[], bool], timeout_s: float,
+                            step_s: float = 0.05) -> bool:
+    """Awaits ``done()`` inside an ``AsyncConsumerRebalanceListener`` without blocking kafka-python's IO loop.
+
+    kafka-python 3 runs rebalance listeners on its IO thread, where a blocking
+    call (``commit()``, a ``Future.result()``) stalls heartbeats or raises
+    RuntimeError; awaiting the loop's own sleep lets heartbeats flow while a sink
+    finishes the work it must hand over. Returns whether ``done()`` came true in time.
+    """
+    net = consumer._coordinator._net  # kafka-python 3.0's event loop (its sleep is a kernel event)
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        await net.sleep(step_s)
+    return True

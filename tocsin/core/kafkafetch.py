@@ -12,19 +12,28 @@ decompression, CRC checks, control and aborted batches, older formats) stays
 kafka-python's: batches the lean path does not handle go to kafka-python's
 own code, record by record.
 
-kafka-python is pinned to 3.0.x, whose ``Fetcher`` creates its readers via
-``self.PartitionRecords``; ``install`` checks for that and for the attributes
-it relies on, and leaves the consumer as it is when anything differs.
+kafka-python is pinned (pyproject.toml); its ``Fetcher`` creates its readers
+via ``self.PartitionRecords``. ``SURFACE`` names every structure the lean
+reader relies on (the ``ConsumerRecord`` fields, the v2 batch header struct,
+``PartitionRecords`` methods and signatures); ``supported()`` compares it
+with the installed kafka-python once per process (``tocsin.core.kafkainternals``)
+and, on any difference, logs a WARNING naming it; ``install`` then leaves the
+consumer with kafka-python's own reader.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 from kafka.errors import CorruptRecordError
 from kafka.record.util import decode_varint
+
+from tocsin.core import kafkainternals
+from tocsin.core.kafkainternals import attributes, signature
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +43,65 @@ try:
 
     _Base: Any = Fetcher.PartitionRecords
 except (ImportError, AttributeError):  # a kafka-python without these internals: install() is a no-op
-    ConsumerRecord = DefaultRecordBatch = _Base = None  # type: ignore[assignment,misc]
+    ConsumerRecord = DefaultRecordBatch = Fetcher = _Base = None  # type: ignore[assignment,misc]
 
-_NEEDED = ("_unpack_records", "_consume_aborted_transactions_up_to", "_contains_abort_marker",
-           "_is_batch_aborted", "drain", "take")
 _new = tuple.__new__
 READ_UNCOMMITTED = 0
+# Attributes PartitionRecords.__init__ sets that the lean reader reads or writes.
+_STATE = ("isolation_level", "check_crcs", "next_fetch_offset", "records_read", "bytes_read", "leader_epoch")
+_BATCH = ("_buffer", "_header_data", "_pos", "_maybe_uncompress", "is_control_batch", "leader_epoch",
+          "next_offset", "validate_crc", "magic", "base_offset")
+
+# What the lean reader relies on, as kafka-python 3.0.12 has it (see tocsin.core.kafkainternals).
+SURFACE: kafkainternals.Surface = {
+    "ConsumerRecord._fields": "topic, partition, leader_epoch, offset, timestamp, timestamp_type, key, value, "
+                              "headers, checksum, serialized_key_size, serialized_value_size, serialized_header_size",
+    # base_offset, length, leader_epoch, magic, crc, attributes, last_offset_delta, first_timestamp,
+    # max_timestamp, producer_id, producer_epoch, base_sequence, record_count: _read_v2 indexes h[0..12].
+    "DefaultRecordBatch.HEADER_STRUCT.format": ">qiibIhiqqqhii",
+    "DefaultRecordBatch.TIMESTAMP_TYPE_MASK": "8",
+    "DefaultRecordBatch attributes": ", ".join(_BATCH),
+    "Fetcher creates readers with": "self.PartitionRecords(",
+    "PartitionRecords.__init__": "(self, fetch_offset, tp, records, key_deserializer=…, value_deserializer=…, "
+                                 "check_crcs=…, isolation_level=…, aborted_transactions=…, metric_aggregator=…, "
+                                 "on_drain=…)",
+    "PartitionRecords.__init__ sets": ", ".join(_STATE),
+    "PartitionRecords._unpack_records": "(self, tp, records, key_deserializer, value_deserializer)",
+    "PartitionRecords.drain": "(self)",
+    "PartitionRecords methods": "_consume_aborted_transactions_up_to, _contains_abort_marker, _is_batch_aborted, take",
+    "decode_varint": "(buffer, pos=…)",
+}
 
 
+def installed_surface() -> kafkainternals.Surface:
+    """The installed kafka-python's side of ``SURFACE``."""
+    def sets() -> str:
+        src = inspect.getsource(_Base.__init__)
+        return ", ".join(a for a in _STATE if f"self.{a} =" in src)
+
+    return kafkainternals.probe({
+        "ConsumerRecord._fields": lambda: ", ".join(ConsumerRecord._fields),
+        "DefaultRecordBatch.HEADER_STRUCT.format": lambda: DefaultRecordBatch.HEADER_STRUCT.format,
+        "DefaultRecordBatch.TIMESTAMP_TYPE_MASK": lambda: str(DefaultRecordBatch.TIMESTAMP_TYPE_MASK),
+        "DefaultRecordBatch attributes": lambda: attributes(DefaultRecordBatch, _BATCH),
+        "Fetcher creates readers with": lambda: ("self.PartitionRecords(" if "self.PartitionRecords("
+                                                 in inspect.getsource(Fetcher) else kafkainternals.MISSING),
+        "PartitionRecords.__init__": lambda: signature(_Base.__init__),
+        "PartitionRecords.__init__ sets": sets,
+        "PartitionRecords._unpack_records": lambda: signature(_Base._unpack_records),
+        "PartitionRecords.drain": lambda: signature(_Base.drain),
+        "PartitionRecords methods": lambda: attributes(_Base, ("_consume_aborted_transactions_up_to",
+                                                               "_contains_abort_marker", "_is_batch_aborted",
+                                                               "take")),
+        "decode_varint": lambda: signature(decode_varint),
+    })
+
+
+@functools.cache
 def supported() -> bool:
-    return _Base is not None and all(hasattr(_Base, a) for a in _NEEDED) and hasattr(DefaultRecordBatch, "_header_data")
+    """Once per process: does the installed kafka-python have what the lean reader relies on?"""
+    return kafkainternals.verify("the lean record reader (tocsin.core.kafkafetch)", SURFACE, installed_surface(),
+                                 "kafka-python's own record reader")
 
 
 def install(consumer: Any) -> bool:

@@ -20,7 +20,7 @@ def test_archive_writes_one_parquet_per_old_day_and_is_idempotent(clickhouse_cli
         rows += [[int(day.timestamp() * 1e6) + i, f"a{age_days}-{i}", "firing"] for i in range(n)]
     clickhouse_client.insert(f"`{db}`.alerts", rows, column_names=["ts", "alert_id", "state"])
 
-    first = archive_days(clickhouse_client, db, 30, tmp_path / "archive")
+    first = archive_days(clickhouse_client, db, 30, tmp_path / "archive", root=tmp_path)
     assert [(a.day, a.rows, a.skipped) for a in first] == [
         ((today - dt.timedelta(days=40)).date(), 3, False), ((today - dt.timedelta(days=35)).date(), 2, False)]
     for a in first:
@@ -29,7 +29,7 @@ def test_archive_writes_one_parquet_per_old_day_and_is_idempotent(clickhouse_cli
         if tocsin_config.clickhouse.url.startswith("chdb://"):  # file() reads the server's disk otherwise
             back = clickhouse_client.query(f"SELECT alert_id FROM file('{a.path}', Parquet) ORDER BY alert_id")
             assert len(back.result_rows) == a.rows
-    again = archive_days(clickhouse_client, db, 30, tmp_path / "archive")
+    again = archive_days(clickhouse_client, db, 30, tmp_path / "archive", root=tmp_path)
     assert all(a.skipped for a in again) and len(again) == 2
     assert not list((tmp_path / "archive").glob("*.tmp"))
 

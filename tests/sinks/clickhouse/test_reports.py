@@ -12,7 +12,7 @@ import pytest
 
 from tocsin.sinks.clickhouse.reports import bucket_minutes, build_report, normalize_message, render_report
 from tocsin.sinks.clickhouse.schema import QUANTILE_ACCURACY, migrate
-from tocsin.sinks.clickhouse.store_access import readonly_client, run_query
+from tocsin.sinks.clickhouse.store_access import QueryLimits, readonly_client, run_query
 
 HOURS = 6
 SERVICES = ["shop", "cart", "<b>pay</b>"]
@@ -136,10 +136,10 @@ def report_doc(clickhouse_client, tocsin_config):
         [fx.prev + dt.timedelta(minutes=1), "logs", "q2", "shop", 5, "event time before 2000"],
     ], column_names=["received_at", "target", "event_id", "service", "ts_us", "reason"])
 
-    reader = readonly_client(tocsin_config.clickhouse)
+    reader = readonly_client(tocsin_config.clickhouse, QueryLimits(max_result_rows=1_000_000))
 
     def ask(sql, parameters=None):
-        return run_query(reader, sql, parameters, max_rows=1_000_000)
+        return run_query(reader, sql, parameters)
 
     return build_report(ask, db, HOURS, end=end), fx, ask, db
 

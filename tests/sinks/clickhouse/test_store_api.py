@@ -22,7 +22,7 @@ from tocsin.core.clickhouse import connect
 from tocsin.core.errors import StoreError
 from tocsin.core.events import now_us
 from tocsin.sinks.clickhouse.schema import migrate
-from tocsin.sinks.clickhouse.store_access import DirectStore, HttpStore, open_store, owner_pid, readonly_client
+from tocsin.sinks.clickhouse.store_access import DirectStore, HttpStore, open_store, owner_pid
 from tocsin.sinks.clickhouse.store_api import store_router
 
 TOKEN = "s3cret-token"
@@ -43,7 +43,8 @@ def _bearer(authorization: str | None = Header(None)) -> None:
 @pytest.fixture
 def store(kafka_bootstrap, clickhouse_url, tmp_path):
     port = _free_port()
-    cfg = make_config(kafka_bootstrap, clickhouse_url, api={"http_addr": f"127.0.0.1:{port}", "token": TOKEN})
+    cfg = make_config(kafka_bootstrap, clickhouse_url, api={"http_addr": f"127.0.0.1:{port}", "token": TOKEN},
+                      jobs={"archive_dir": str(tmp_path / "archive")})
     client = connect(cfg.clickhouse)
     db = cfg.clickhouse.database
     migrate(client, db)
@@ -89,7 +90,7 @@ def test_direct_route_in_the_process_that_holds_the_store(store):
     assert (res.columns, res.rows) == (["service", "n"], [["cart", 30], ["shop", 30]])
     assert direct.report(1)["totals"]["errors"] == 20
     assert direct.cleanup(1, dry_run=True)["rows_removed"] == 0
-    with pytest.raises(StoreError, match="readonly"):
+    with pytest.raises(StoreError, match="only SELECT"):
         direct.query(f"DROP TABLE `{db}`.logs")
     with pytest.raises(StoreError, match="readonly"):
         direct.query("SELECT 1 SETTINGS readonly = 0")
@@ -103,11 +104,11 @@ def test_http_route_answers_like_the_direct_one_and_never_writes(store):
     db = cfg.clickhouse.database
     http = HttpStore(url, TOKEN, db)
     sql = f"SELECT service, count() AS n, max(ts) AS last FROM `{db}`.logs GROUP BY service ORDER BY service"
-    assert http.query(sql) == DirectStore(client, readonly_client(cfg.clickhouse), cfg).query(sql)
+    assert http.query(sql) == DirectStore(client, cfg).query(sql)
     assert http.query(f"SELECT count() FROM `{db}`.logs WHERE service = {{s:String}}", {"s": "shop"}).rows == [[30]]
     assert http.report(1, service="shop")["services"][0]["errors"] == 10
     assert http.cleanup(0, dry_run=True)["dry_run"] is True
-    with pytest.raises(StoreError, match=r"400.*readonly"):
+    with pytest.raises(StoreError, match=r"403.*only SELECT"):
         http.query(f"DROP TABLE `{db}`.logs")
     resp = requests.post(f"{url}/api/store/query", json={"sql": "SELECT 1", "readonly": False},
                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)

@@ -21,7 +21,7 @@ from tocsin.app.cli import (
     service_cmds,
 )
 from tocsin.app.cli.app import app
-from tocsin.core.errors import ConfigError, KafkaError, LocalKafkaError, StoreError, TocsinError
+from tocsin.core.errors import ConfigError, KafkaError, LocalKafkaError, RefusedError, StoreError, TocsinError
 
 for _module in (kafka_cmds, service_cmds, ops_cmds, agent_cmds, processor_cmds, db_cmds, notify_cmds, config_cmds):
     _module.register(app)
@@ -38,6 +38,9 @@ def main() -> None:
     except ConfigError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except RefusedError as exc:  # bad usage, not an unavailable store
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except (KafkaError, StoreError, LocalKafkaError) as exc:
         print(f"error: {exc}", file=sys.stderr)

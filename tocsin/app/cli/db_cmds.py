@@ -19,9 +19,11 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tocsin.app.cli.app import config_of
 from tocsin.core.errors import SinkError, StoreError
+from tocsin.core.validation import safe_text
 
 db_app = typer.Typer(help="The ClickHouse schema of Tocsin's history.", no_args_is_help=True)
 console = Console()
@@ -81,19 +83,44 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _shown(v: Any) -> Text:
+    """A table cell for a terminal: control characters escaped, never read as rich markup."""
+    return Text(safe_text(_cell(v), one_line=True))
+
+
 def query(
     ctx: typer.Context,
-    sql: str = typer.Argument(..., help="One read-only ClickHouse statement; qualify tables with the database."),
+    sql: str | None = typer.Argument(None, help="One SELECT over Tocsin's tables (unqualified names are its own)."),
     fmt: QueryFormat = typer.Option(QueryFormat.table, "--format", "-f", help="table, json or csv."),
+    running: bool = typer.Option(False, "--running", help="List the user queries running now (id, time, rows)."),
+    kill: str | None = typer.Option(None, "--kill", metavar="ID", help="Cancel the running query ID."),
 ) -> None:
     """Run a read-only SQL query against the history and print the result.
+
+    Only Tocsin's tables are readable: no files, URLs or other databases, and
+    the server's limits (time, memory, rows) hold. Refused queries exit 2.
 
     Example: tocsin query "SELECT service, count() FROM tocsin.logs GROUP BY service" --format csv
     """
     from tocsin.sinks.clickhouse.store_access import open_store
 
+    if (sql is None) == (not running and kill is None) or (running and kill is not None):
+        raise typer.BadParameter("give one of: SQL, --running, --kill ID")
     store = open_store(config_of(ctx))
     try:
+        if kill is not None:
+            killed = store.kill(kill)
+            typer.echo(f"killed query {kill}" if killed else f"no query {kill} is running")
+            if not killed:
+                raise typer.Exit(1)
+            return
+        if running:  # tab-separated: ids whole (a table would cut them), easy to pipe into --kill
+            typer.echo("id\telapsed_s\tread_rows\tmemory_bytes\tsql")
+            for q in store.running():
+                typer.echo(f"{q['id']}\t{q['elapsed_s']:.1f}\t{q['read_rows']}\t{q['memory_bytes']}\t"
+                           f"{safe_text(q['sql'][:200], one_line=True)}")
+            return
+        assert sql is not None
         res = store.query(sql)
     finally:
         store.close()
@@ -104,12 +131,12 @@ def query(
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(res.columns)
-        writer.writerows([_cell(v) for v in row] for row in res.rows)
+        writer.writerows([safe_text(_cell(v)) for v in row] for row in res.rows)
         typer.echo(buf.getvalue(), nl=False)
     else:
-        table = Table(*res.columns, show_lines=False)
+        table = Table(*[_shown(c) for c in res.columns], show_lines=False)
         for row in res.rows:
-            table.add_row(*[_cell(v) for v in row])
+            table.add_row(*[_shown(v) for v in row])
         console.print(table)
         console.print(f"{len(res.rows)} row(s)", style="dim")
     if res.truncated:
@@ -184,18 +211,19 @@ def cleanup(
 def archive(
     ctx: typer.Context,
     older_than: int = typer.Option(..., "--older-than", min=0, help="Archive whole UTC days older than this."),
-    to: Path = typer.Option(..., "--to", help="Directory for the Parquet files (one per day)."),
+    to: str = typer.Option(".", "--to", help="Directory for the Parquet files, under jobs.archive_dir "
+                                             "(relative to it); anything outside is refused (exit 2)."),
 ) -> None:
     """Archive alert history to Parquet files, one per UTC day; days already archived are skipped.
 
-    Example: tocsin archive --older-than 23 --to /srv/tocsin/archive
+    Example: tocsin archive --older-than 23 --to weekly
     """
     from tocsin.sinks.clickhouse.store_access import open_store
 
     store = open_store(config_of(ctx))
     try:
         with _working(f"archiving alert history older than {older_than} days ({store.route} store)"):
-            days = store.archive(older_than, str(to))
+            days = store.archive(older_than, to)
     finally:
         store.close()
     for d in days:

@@ -1,4 +1,4 @@
-"""``tocsin rules check [FILE]``: validate a rule file and print what it will do."""
+"""``tocsin rules check [FILE]`` validates a rule file; ``tocsin rules test FILE...`` runs its unit tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tocsin.app.cli.app import config_of
-from tocsin.processors.rules import DEFAULT_RULES, RuleSet, load_rules
+from tocsin.processors.rules import DEFAULT_RULES, RuleSet, RuleSpec, load_rules
 
 rules_app = typer.Typer(help="Alert rules of the stream processor.", no_args_is_help=True)
 
@@ -26,16 +26,25 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:g}s"
 
 
+def _measure(s: RuleSpec) -> str:
+    """What a rule computes, in a table cell."""
+    if s.kind == "absence":
+        return f"absent {_duration(s.absent_for)}"
+    if s.kind == "forecast":
+        return f"linear in {_duration(s.predict)}"
+    return s.aggregate or "-"
+
+
 def _rows(rules: RuleSet) -> list[dict[str, object]]:
     rows = []
     for r in rules.rules:
         s = r.spec
         rows.append({
             "name": s.name, "kind": s.kind, "source": s.source, "filter": s.filter,
-            "aggregate": s.aggregate or f"absent {_duration(s.absent_for)}",
-            "window": _duration(s.window) if s.kind == "threshold" else "-",
-            "group_by": s.group_by, "direction": s.direction if s.kind == "threshold" else "-",
-            "warning": s.warning, "critical": s.critical if s.kind == "threshold" else s.severity,
+            "aggregate": _measure(s),
+            "window": _duration(s.window) if s.kind != "absence" else "-",
+            "group_by": s.group_by, "direction": s.direction if s.kind != "absence" else "-",
+            "warning": s.warning, "critical": s.critical if s.kind != "absence" else s.severity,
             "for": _duration(s.for_s), "resolve_after": _duration(s.resolve_after),
             "cooldown": _duration(s.cooldown),
         })
@@ -71,7 +80,30 @@ def check(
     typer.echo(f"ok: {len(rows)} rules")
 
 
+def test(
+    files: list[Path] = typer.Argument(..., help="Rule test files in promtool's format (e.g. default_test.yaml)."),
+) -> None:
+    """Run rule unit tests (promtool's test file format) through the processor's engine; a mismatch exits 1.
+
+    Example: tocsin rules test processors/rules/default_test.yaml
+    """
+    from tocsin.processors.promtest import run_file
+
+    failed = 0
+    for file in files:
+        result = run_file(file)  # RuleError (a ConfigError) -> exit 2: a bad test or rule file
+        for failure in result.failures:
+            typer.echo(failure.render())
+        failed += len(result.failures)
+        verdict = "FAILED" if result.failures else "SUCCESS"
+        typer.echo(f"{verdict}: {file}: {result.tests} tests, {result.checks} checks, "
+                   f"{len(result.failures)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Adds this area's commands to the root app."""
     rules_app.command("check")(check)
+    rules_app.command("test")(test)
     app.add_typer(rules_app, name="rules")

@@ -1,4 +1,4 @@
-"""The log shipper's checkpoint file: per file identity, the offset Kafka acknowledged.
+"""The log shipper's checkpoints: per file identity, the offset Kafka acknowledged.
 
 JSON, replaced atomically (write a temp file, fsync, rename), so a kill -9 at
 any moment leaves either the previous or the new checkpoint, never a torn
@@ -113,3 +113,17 @@ class StateStore:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
+
+
+def retained(current: dict[tuple[int, int], FileState], known: dict[tuple[int, int], FileState],
+             horizon: float) -> dict[tuple[int, int], FileState]:
+    """The states worth saving: the files being read, plus known ones seen after ``horizon`` (wall clock).
+
+    A finished file whose path is gone is forgotten at once; one that still
+    exists stays known so that a glob matching it does not ship it again.
+    """
+    states = dict(current)
+    for key, state in known.items():
+        if key not in states and state.seen >= horizon and not (state.done and not os.path.exists(state.path)):
+            states[key] = state
+    return states

@@ -1,0 +1,1 @@
+"""Network inputs of the agent: Prometheus scrape, an OTLP/HTTP receiver and a syslog listener."""
