@@ -26,7 +26,7 @@ def page_router() -> APIRouter:
         return HTMLResponse(alert_html, headers=NO_STORE)
 
     async def silence_page() -> HTMLResponse:
-        """A silence prefilled from ``?matcher=label=value`` (shown as the CLI command)."""
+        """Create (prefilled from ``?matcher=label=value``), list and expire silences through /api/silences."""
         return HTMLResponse(silences_html, headers=NO_STORE)
 
     router.add_api_route("/dashboard/alerts/{alert_id}", alert_page, methods=["GET"], response_class=HTMLResponse,

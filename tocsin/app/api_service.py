@@ -32,8 +32,9 @@ class ApiServer(Component):
         from tocsin.processors.http.app import create_app
         from tocsin.processors.http.server import serve
         from tocsin.processors.view import ProcessorView
+        from tocsin.sinks.notify.silence_api import silence_router
 
-        routers = []
+        routers = [silence_router(self.cfg.kafka)]  # /api/silences: the CLI's silences over HTTP
         if self.store_api:
             from tocsin.core.clickhouse import connect
             from tocsin.sinks.clickhouse.store_api import store_router
