@@ -23,11 +23,15 @@ def proc(kafka_bootstrap: str, clickhouse_url: str) -> Iterator[Running]:
 def oncall_proc(kafka_bootstrap: str, clickhouse_url: str) -> Iterator[Running]:
     """``proc`` with the routers the application mounts for on-call: silences and the store API."""
     from tocsin.core.clickhouse import connect
+    from tocsin.sinks.clickhouse.store_access import DirectStore
     from tocsin.sinks.clickhouse.store_api import store_router
     from tocsin.sinks.notify.silence_api import silence_router
+    from tocsin.sinks.notify.why import notifications_router
 
     cfg = processor_config(kafka_bootstrap, clickhouse_url)
-    routers = [silence_router(cfg.kafka), store_router(lambda: connect(cfg.clickhouse), cfg)]
+    store = DirectStore(connect(cfg.clickhouse), cfg)
+    routers = [silence_router(cfg.kafka), store_router(lambda: connect(cfg.clickhouse), cfg),
+               notifications_router(lambda: store)]
     with running_processor(cfg, extra_routers=routers) as running:
         wait_for("the processor to report healthy",
                  lambda: requests.get(f"{running.url}/health", timeout=5).status_code == 200, timeout_s=90)

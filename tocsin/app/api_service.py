@@ -7,6 +7,7 @@ ClickHouse owner's store API (``sinks/clickhouse/store_api.py``) on the same ser
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from tocsin.app.config import TocsinConfig
@@ -33,13 +34,18 @@ class ApiServer(Component):
         from tocsin.processors.http.server import serve
         from tocsin.processors.view import ProcessorView
         from tocsin.sinks.notify.silence_api import silence_router
+        from tocsin.sinks.notify.why import notifications_router
 
         routers = [silence_router(self.cfg.kafka)]  # /api/silences: the CLI's silences over HTTP
+        store = None  # the notification log for /api/alerts/{id}/notifications: only where the store is
         if self.store_api:
             from tocsin.core.clickhouse import connect
+            from tocsin.sinks.clickhouse.store_access import open_store
             from tocsin.sinks.clickhouse.store_api import store_router
 
             routers.append(store_router(lambda: connect(self.cfg.clickhouse), self.cfg))
+            store = functools.cache(lambda: open_store(self.cfg))
+        routers.append(notifications_router(store))
         self._view = ProcessorView(self.service)
         self._server, self._thread = serve(create_app(self._view, self.cfg, extra_routers=routers), self.cfg)
 

@@ -48,6 +48,7 @@
     current = active[0] || history[0] || null;
     $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
     render(current, history);
+    loadNotifications().catch((e) => { if (e.message !== "unauthorized") $("notifications-status").textContent = e.message; });
   }
 
   function render(a, history) {
@@ -78,6 +79,33 @@
       return tr;
     });
     $("timeline").tBodies[0].replaceChildren(...tl);
+  }
+
+  // What the notification log says, per receiver (GET /api/alerts/{id}/notifications; 503 without the store).
+  async function loadNotifications() {
+    const resp = await api("/api/alerts/" + encodeURIComponent(alertId) + "/notifications");
+    const doc = await resp.json();
+    if (!resp.ok) { $("notifications-status").textContent = doc.detail || "HTTP " + resp.status; return; }
+    const receivers = Object.entries(doc.receivers);
+    $("notifications-status").textContent = receivers.length ? "" : "No notification logged for this alert yet.";
+    $("notifications").replaceChildren(...receivers.map(([name, items]) => {
+      const box = el("div");
+      box.className = "receiver";
+      box.dataset.receiver = name;
+      const table = el("table");
+      const head = el("tr");
+      for (const h of ["When", "Transition", "Decision"]) head.append(el("th", h));
+      table.append(el("thead"), el("tbody"));
+      table.tHead.append(head);
+      for (const i of items) {
+        const tr = el("tr");
+        tr.className = "status-" + i.status;
+        tr.append(el("td", fmtTime(i.ts)), el("td", i.transition), el("td", i.decision));
+        table.tBodies[0].append(tr);
+      }
+      box.append(el("h3", name), table);
+      return box;
+    }));
   }
 
   async function send(path, body) {

@@ -218,6 +218,30 @@ def unack(
     typer.echo(f"unack requested for {alert_id}")
 
 
+def why(
+    ctx: typer.Context,
+    alert_id: str = typer.Argument(..., help="The alert_id shown by `tocsin alerts`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows per receiver as JSON."),
+) -> None:
+    """Say, per receiver, what happened to an alert's notifications: sent, retried, failed, silenced (by which
+    silence), inhibited, muted (by which interval), escalated; read from the notification log in ClickHouse.
+
+    Example: tocsin why 3f2a...-1767225600000000
+    """
+    from tocsin.sinks.clickhouse.store_access import open_store
+    from tocsin.sinks.notify import why as whylog
+
+    store = open_store(config_of(ctx))
+    try:
+        explained = whylog.explain(whylog.read(store, alert_id))
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"alert_id": alert_id, "receivers": explained}, indent=2))
+    else:
+        typer.echo(whylog.render(alert_id, explained))
+
+
 def _login() -> str:
     try:
         return getpass.getuser()
@@ -246,4 +270,5 @@ def register(app: typer.Typer) -> None:
     app.command("resolve")(resolve)
     app.command("ack")(ack)
     app.command("unack")(unack)
+    app.command("why")(why)
     app.command("demo")(demo)
