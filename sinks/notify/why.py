@@ -59,7 +59,7 @@ def decision(row: dict[str, Any]) -> str:
     status, attempt = str(row["status"]), int(row.get("attempt") or 0)
     http = f"HTTP {row['http_status']}" if row.get("http_status") else ""
     error = safe_text(str(row.get("error") or ""), one_line=True)[:500]
-    detail = ", ".join(x for x in (http, error) if x)
+    detail = error if http and error.startswith(http) else ", ".join(x for x in (http, error) if x)
     if status == "sent":
         text = f"sent (attempt {attempt}{', ' + http if http else ''})"
     elif status == "retrying":

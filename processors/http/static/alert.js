@@ -73,7 +73,9 @@
     const tl = history.slice().reverse().map((h) => {
       const tr = el("tr");
       const what = h.previous_state === h.state && h.previous_severity === h.severity
-        ? (h.acked_by ? "acked by " + h.acked_by : "unacked") : h.previous_state + " \u2192 " + h.state;
+        ? (h.acked_by ? "acked by " + h.acked_by : "unacked")
+        : h.previous_state === h.state ? h.state + ": " + h.previous_severity + " \u2192 " + h.severity
+        : h.previous_state + " \u2192 " + h.state;
       tr.append(el("td", fmtTime(h.updated_at)), el("td", what), el("td", h.severity), el("td", h.value),
                 el("td", h.ack_note || h.resolved_by || ""));
       return tr;

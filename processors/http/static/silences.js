@@ -69,6 +69,7 @@
     ev.preventDefault();
     $("silence-status").textContent = "";
     const body = {matchers: matcherLines(), duration: $("duration").value || "2h", comment: $("comment").value};
+    $("silence-submit").disabled = true;  // one request at a time: the status and list answer the last click
     if ($("starts").value) body.starts_at = $("starts").value;
     try {
       const resp = await api("/api/silences", {method: "POST", headers: {"Content-Type": "application/json"},
@@ -83,6 +84,8 @@
       await load();
     } catch (e) {
       if (e.message !== "unauthorized") $("silence-status").textContent = "Could not send: " + e.message;
+    } finally {
+      $("silence-submit").disabled = false;
     }
   }
 
