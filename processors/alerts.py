@@ -31,6 +31,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from tocsin.processors.ack import Ack, ack_fields, ack_of
 from tocsin.processors.rules import CRITICAL, NONE, SEVERITY_NAMES, WARNING
 
 INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved"
@@ -71,6 +72,8 @@ class Transition:
     threshold: float | None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    ack: Ack | None = None
+    ack_changed_at: int | None = None
 
     @property
     def event_id(self) -> str:
@@ -88,6 +91,7 @@ class Transition:
             "state": self.state, "previous_state": self.previous_state, "value": self.value,
             "threshold": self.threshold, "labels": self.labels, "annotations": self.annotations,
             "started_at": self.started_at, "ended_at": self.ended_at, "resolved_by": self.resolved_by,
+            **ack_fields(self.ack, self.ack_changed_at),
         }
 
 
@@ -95,7 +99,8 @@ class AlertTracker:
     """State and timers of one fingerprint; ``step()`` returns the transition an evaluation causes, if any."""
 
     __slots__ = (
-        "active_since", "alert_id", "below_crit_since", "clear_since", "ended_at", "fingerprint", "latched_at",
+        "ack", "ack_changed_at", "active_since", "alert_id", "below_crit_since", "clear_since", "ended_at",
+        "fingerprint", "latched_at",
         "level", "record", "resolved_by", "restored_ts", "severity", "started_at", "state", "threshold", "ts",
         "value",
     )
@@ -118,6 +123,9 @@ class AlertTracker:
         self.latched_at: int | None = None
         self.value: float | None = None
         self.threshold: float | None = None
+        self.ack: Ack | None = None
+        self.ack_changed_at: int | None = None
+        """See tocsin.processors.ack: the ack of the current incident, and the time of its last command."""
         self.record: dict[str, Any] | None = None
         """The last AlertEvent of this fingerprint (emitted or restored), for the HTTP API."""
 
@@ -166,6 +174,7 @@ class AlertTracker:
                 self.alert_id = alert_id_of(self.fingerprint, since)
                 self.ended_at = None
             self.resolved_by = None
+            self.ack = None  # a new or reopened incident: an old ack does not cover it
             if t - since >= for_us:
                 self._move(t, FIRING, level)
             else:
@@ -181,6 +190,7 @@ class AlertTracker:
                 return None
         elif st == FIRING:
             if level > self.severity:
+                self.ack = None  # escalated: the ack was given for the lesser condition
                 self._move(t, FIRING, level)
             elif self.clear_since is not None and t - self.clear_since >= resolve_us:
                 self.ended_at = t
@@ -205,6 +215,20 @@ class AlertTracker:
         self._move(t, RESOLVED, NONE)
         return before
 
+    def apply_ack(self, t: int, ack: Ack | None, command_ts: int) -> tuple | None:
+        """An ack (or unack, ``ack`` None) command at ``command_ts``: the transition it causes, if any.
+
+        Same state and severity, a new ``ts`` (after the last transition); see tocsin.processors.ack.
+        """
+        if not self.open or (self.ack_changed_at is not None and command_ts <= self.ack_changed_at):
+            return None
+        if ack is None and self.ack is None:
+            return None
+        before = (self.state, self.severity)
+        self.ack, self.ack_changed_at = ack, command_ts
+        self.ts = max(t, self.ts + 1)
+        return before
+
     def _move(self, t: int, state: str, severity: int) -> None:
         self.state, self.severity, self.ts = state, severity, t
 
@@ -220,6 +244,8 @@ class AlertTracker:
         self.value = record.get("value")
         self.threshold = record.get("threshold")
         self.record = dict(record)
+        self.ack = ack_of(record)
+        self.ack_changed_at = record.get("ack_changed_at")
         if self.state == RESOLVED and self.resolved_by not in (None, RESOLVED_AUTO):
             self.latched_at = self.ts
         if self.state == PENDING:
@@ -264,5 +290,6 @@ class AlertTracker:
             previous_severity=SEVERITY_NAMES[prev_sev], started_at=self.started_at,
             ended_at=self.ended_at if self.state == RESOLVED else None,
             resolved_by=self.resolved_by if self.state == RESOLVED else None,
-            value=self.value, threshold=self.threshold, labels=labels,
+            value=self.value, threshold=self.threshold, labels=labels, ack=self.ack,
+            ack_changed_at=self.ack_changed_at,
         )

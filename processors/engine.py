@@ -41,6 +41,7 @@ from typing import Any
 from tocsin.core.events import iso, now_us
 from tocsin.core.patterns import MESSAGE_MAX_CHARS, normalize_message, pattern_id
 from tocsin.core.validation import event_reason
+from tocsin.processors.ack import ack_from_control
 from tocsin.processors.alerts import RESOLVED, AlertTracker, Transition, fingerprint_of
 from tocsin.processors.patterns import PatternMemory
 from tocsin.processors.rules import CRITICAL, ERROR_LEVELS, KEEP, NONE, WARNING, Rule, RuleSet
@@ -810,6 +811,26 @@ from tocsin.processors.rules import parse_rules
         if before is None:
             return None
         ps.active.discard(s)
+        self._emit(s, tr, before)
+        self.counters.control_applied += 1
+        return self.outbox[-1]
+
+    def acknowledge(self, rec: Mapping[str, Any]) -> Transition | None:
+        """Applies an ack/unack ControlEvent to the open incident this process owns (tocsin.processors.ack).
+
+        The transition is at the partition's clock (event time, like every other), never before the last one.
+        """
+        alert_id = rec.get("alert_id") or ""
+        found = self.by_fingerprint.get(fingerprint_of(alert_id))
+        if found is None:
+            return None
+        ps, s = found
+        tr = s.tracker
+        if tr is None or tr.alert_id != alert_id:
+            return None
+        before = tr.apply_ack(ps.clock, ack_from_control(rec), int(rec["ts"]))
+        if before is None:
+            return None
         self._emit(s, tr, before)
         self.counters.control_applied += 1
         return self.outbox[-1]

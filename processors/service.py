@@ -80,8 +80,9 @@ from tocsin.core.events import (
     now_us,
 )
 from tocsin.core.validation import record_reason
+from tocsin.processors import ack as acks
 from tocsin.processors import slo
-from tocsin.processors.alerts import Transition
+from tocsin.processors.alerts import Transition, fingerprint_of
 from tocsin.processors.config import ProcessorSettings
 from tocsin.processors.engine import Engine, PartitionState
 from tocsin.processors.fetches import FetchWatch
@@ -523,11 +524,15 @@ class ProcessorService(Component):
                 if name != CONTROL_EVENT:
                     self._deadletter(m, f"a {name} on the control topic", "control")
                     continue
-                if rec["action"] == "resolve" and rec.get("alert_id"):
+                if rec["action"] in ("resolve", *acks.ACTIONS) and rec.get("alert_id"):
                     self._resolves.append(rec)
                     self._apply_resolve(rec)
 
     def _apply_resolve(self, rec: dict[str, Any]) -> None:
+        """A resolve, ack or unack command (re-applied after a rebalance: each is applied once)."""
+        if rec["action"] in acks.ACTIONS:
+            self.engine.acknowledge(rec)  # type: ignore[union-attr]
+            return
         actor = rec.get("actor") or "manual"
         self.engine.resolve(rec["alert_id"], rec["ts"], actor)  # type: ignore[union-attr]
 
@@ -748,6 +753,57 @@ class ProcessorService(Component):
             return engine.partitions.get(key) if key in keys else None
 
         return engine.restore(latest.values(), owner)
+
+    # -- on-call actions (tocsin.processors.ack.AckActions, through ProcessorView) ----------------
+
+    def ack(self, alert_id: str, note: str, expires_at: int | None, actor: str) -> acks.AckOutcome:
+        """Publishes an ``ack`` ControlEvent for an open incident (tocsin.processors.ack); the owner applies it."""
+        latest = self._current(alert_id)
+        if latest is None:
+            return "unknown"
+        if latest["state"] not in ("pending", "firing"):
+            return "not_open"
+        self._send_control(acks.control_record(
+            acks.ACK, alert_id, latest["fingerprint"], event_id=new_event_id(), ts=now_us(), actor=actor,
+            note=note, expires_at=expires_at))
+        return "accepted"
+
+    def unack(self, alert_id: str, actor: str) -> acks.AckOutcome:
+        """Publishes an ``unack`` ControlEvent when the open incident carries an ack."""
+        latest = self._current(alert_id)
+        if latest is None:
+            return "unknown"
+        if latest["state"] not in ("pending", "firing"):
+            return "not_open"
+        if not latest.get("acked_by"):
+            return "not_acked"
+        self._send_control(acks.control_record(
+            acks.UNACK, alert_id, latest["fingerprint"], event_id=new_event_id(), ts=now_us(), actor=actor))
+        return "accepted"
+
+    def _current(self, alert_id: str) -> dict[str, Any] | None:
+        """The latest AlertEvent of incident ``alert_id``: from memory if ours, else from the changelog."""
+        fp = fingerprint_of(alert_id)
+        if not fp:
+            return None
+        with self.lock:
+            found = self.engine.by_fingerprint.get(fp) if self.engine else None
+            tr = found[1].tracker if found is not None else None
+            if tr is not None and tr.alert_id == alert_id and tr.record is not None:
+                return dict(tr.record)
+        latest = read_alert_changelog(self.cfg).get(fp)
+        return latest if latest is not None and latest["alert_id"] == alert_id else None
+
+    def _send_control(self, record: dict[str, Any]) -> None:
+        producer = self.producer or kafka_api.producer(self.cfg.kafka)
+        try:
+            producer.send(self.cfg.kafka.topics.control, key=record["fingerprint"].encode(),
+                          value=self.codec.encode(CONTROL_EVENT, record)).get(timeout=30)
+        except _KafkaError as exc:
+            raise KafkaError(f"sending the {record['action']} of {record['alert_id']} failed: {exc}") from exc
+        finally:
+            if producer is not self.producer:
+                producer.close(timeout=10)
 
 class LatencyCounts:
     """Processing latency samples in ``LATENCY_BUCKETS_S``; written by the loop, read under its lock."""

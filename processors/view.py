@@ -260,6 +260,12 @@ class ProcessorView:
         """Reloads the rule file (the service's; raises RuleError and keeps the old rules)."""
         return self._service.reload_rules()  # type: ignore[attr-defined]
 
+    def ack(self, alert_id: str, note: str, expires_at: int | None, actor: str) -> Any:
+        return self._service.ack(alert_id, note, expires_at, actor)  # tocsin.processors.ack.AckActions
+
+    def unack(self, alert_id: str, actor: str) -> Any:
+        return self._service.unack(alert_id, actor)
+
     def resolve(self, alert_id: str, reason: str, actor: str) -> ResolveOutcome:
         """Publishes a resolve ControlEvent if ``alert_id`` is open; the owning process applies it."""
         if alert_id in self._snapshot.closed_ids:

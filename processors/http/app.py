@@ -7,6 +7,8 @@ Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 ``GET /health/detailed``       token   the seed's detailed shape
 ``GET /api/alerts``            token   open alerts and history, filtered and paged
 ``POST /api/alerts/resolve``   token   publishes a resolve ControlEvent: 202, 404 unknown id
+``POST /api/alerts/ack``       token   ack / unack an incident (``oncall.py``): 202, 404, 409
+``POST /api/alerts/unack``
 ``POST /api/rules/reload``     token   reads the rule file again: 200 what changed, 400 its problems
 ``GET /api/dashboard``         token   the dashboard page's JSON
 ``GET /dashboard``             open    the page itself: static HTML/JS/CSS, no data in it
@@ -32,7 +34,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import tocsin
 from tocsin.core.config import Wiring
 from tocsin.core.errors import RuleError, TocsinError
+from tocsin.processors.ack import AckActions
 from tocsin.processors.http import documents
+from tocsin.processors.http.alert_page import page_router
 from tocsin.processors.http.auth import Principal, TokenAuth, scope_responses
 from tocsin.processors.http.dashboard import DashboardAssets
 from tocsin.processors.http.metrics import exposition, registry_for
@@ -47,6 +51,7 @@ from tocsin.processors.http.models import (
     ResolveResponse,
     Severity,
 )
+from tocsin.processors.http.oncall import ack_router
 from tocsin.processors.view import ServiceView
 
 log = logging.getLogger(__name__)
@@ -117,7 +122,12 @@ class HealthProbe:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter] | None = None) -> FastAPI:
+ScopedRouter = Callable[[Callable[[str], Any]], APIRouter]
+"""A router built over the API's ``require(scope)`` dependency, so that each route names its own scope."""
+
+
+def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter] | None = None,
+               scoped_routers: list[ScopedRouter] | None = None) -> FastAPI:
     """The HTTP app over a running processor's ``view``.
 
     ``extra_routers`` (for example the ClickHouse owner's store API) are
@@ -225,6 +235,9 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
         api.add_api_route(path, resolve, methods=["POST"], status_code=202, response_model=ResolveResponse,
                           responses=resolve_responses, tags=["alerts"], summary="Resolve an alert", **extra)
 
+    if isinstance(view, AckActions):  # "operate" actions: ack and unack (tocsin.processors.http.oncall)
+        api.include_router(ack_router(view, auth.require))
+
     def reload_rules() -> JSONResponse:
         """Reads the rule file again (as SIGHUP does): 200 with the rules added, changed, removed, kept;
         400 with the problems of a bad file, one ``file: rules[i] (name): field: reason`` line each
@@ -272,9 +285,12 @@ def create_app(view: ServiceView, cfg: Wiring, *, extra_routers: list[APIRouter]
 
     app.include_router(open_routes)
     app.include_router(page)
+    app.include_router(page_router())  # the on-call pages (alert, silence): static, like /dashboard
     app.include_router(api)
     for router in extra_routers or ():
         app.include_router(router, dependencies=[Depends(auth.require("admin"))], responses=unauthorized)
+    for build in scoped_routers or ():
+        app.include_router(build(auth.require), responses=unauthorized)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HealthProbe, view=view, service=service, paths=("/health", f"{SEED_PREFIX}/health/"))
     return app

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tocsin.core.events import HOSTNAME, iso, now_us
+from tocsin.processors.ack import is_acked
 from tocsin.processors.view import CHART_SERVICES, SeriesPoint, Snapshot
 
 LAG_DEGRADED = 10_000
@@ -67,7 +68,17 @@ def alert_doc(rec: Mapping[str, Any]) -> dict[str, Any]:
         "ended_at": _iso_or_none(rec.get("ended_at")),
         "updated_at": _iso_or_none(rec.get("ts")) or "",
         "resolved_by": rec.get("resolved_by"),
+        **ack_doc(rec),
     }
+
+
+def ack_doc(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The ack fields of an AlertEvent v2 (tocsin.processors.ack), ``acked`` judged by the clock now."""
+    by = rec.get("acked_by")
+    return {"acked_by": str(by) if by else None, "acked_at": _iso_or_none(rec.get("acked_at")) if by else None,
+            "ack_note": str(rec.get("ack_note") or "") or None if by else None,
+            "ack_expires_at": _iso_or_none(rec.get("ack_expires_at")) if by else None,
+            "acked": is_acked(rec, now_us())}
 
 
 def health_check_doc(rec: Mapping[str, Any]) -> dict[str, Any]:

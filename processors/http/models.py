@@ -74,6 +74,11 @@ class Alert(BaseModel):
     ended_at: str | None
     updated_at: str = Field(description="When this transition happened.")
     resolved_by: str | None
+    acked_by: str | None = Field(None, description="Who acknowledged the incident (null: nobody).")
+    acked_at: str | None = None
+    ack_note: str | None = None
+    ack_expires_at: str | None = Field(None, description="When the ack lapses; null: while the incident lasts.")
+    acked: bool = Field(False, description="The ack holds now (given and not lapsed).")
 
 
 class AlertPage(BaseModel):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tocsin.sinks.notify.config import InhibitRuleConfig, MatcherSpec, NotifyConfig, RouteConfig, matches_all
-from tocsin.sinks.notify.escalation import Escalations, escalation_route, is_escalation
+from tocsin.sinks.notify.escalation import Escalations, acked, escalation_route, is_escalation
 from tocsin.sinks.notify.receivers.base import AlertView
 from tocsin.sinks.notify.silences import SilenceStore
 from tocsin.sinks.notify.timeintervals import TimeIntervals
@@ -63,6 +63,8 @@ def alert_view(event: dict[str, Any]) -> AlertView:
         annotations=dict(event.get("annotations") or {}), starts_at_us=int(event["started_at"]),
         ends_at_us=event.get("ended_at"), ts_us=int(event["ts"]), value=event.get("value"),
         threshold=event.get("threshold"), previous_severity=event.get("previous_severity") or "none",
+        acked_by=event.get("acked_by"), acked_at_us=event.get("acked_at"), ack_note=event.get("ack_note"),
+        ack_expires_at_us=event.get("ack_expires_at"),
     )
 
 
@@ -411,6 +413,7 @@ class Router:
         included: dict[str, Transition] = {}
         settled: list[Settlement] = []
         muted_left = False
+        ack_ends: list[float] = []  # lapse times of the acks that held a repeat back
         for fp in list(group.entries):
             entry = group.entries[fp]
             latest = entry.latest
@@ -421,6 +424,12 @@ class Router:
                     entry.pending = []
                     entry.owed_firing = not entry.told_firing
                     muted_left = muted_left or entry.owed_firing
+                    continue
+                if not entry.owed and repeat_due and entry.told_firing and acked(latest.event, now_us):
+                    # Acked: no repeat while the ack holds (an unack or an escalation is a new transition).
+                    expires = latest.event.get("ack_expires_at")
+                    if expires is not None:
+                        ack_ends.append(int(expires) / 1e6)
                     continue
                 if entry.owed or (repeat_due and entry.told_firing):
                     alerts.append(alert_view(latest.event))
@@ -453,7 +462,8 @@ class Router:
         if muted_left:
             group.next_flush_at = min(group.next_flush_at, now + MUTED_RECHECK_S)
         if repeat_due and not resent:
-            group.next_repeat_at = now + route.repeat_interval_s  # nothing fired to repeat: look again later
+            # Nothing fired to repeat: look again later, or when a held-back ack lapses.
+            group.next_repeat_at = min([now + route.repeat_interval_s, *ack_ends])
         if not alerts:
             return None, settled
         repeat = not covered and bool(resent)

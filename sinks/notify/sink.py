@@ -469,11 +469,13 @@ class NotifySink(Component):
         rc = self.ncfg.receiver(group.receiver)
         notifier = self.notifiers[group.receiver]
         notification = Notification(out.id, group.receiver, group.key, dict(group.labels), tuple(out.alerts),
-                                    external_url=self.ncfg.external_url, repeat=out.repeat)
+                                    external_url=self.ncfg.external_url, repeat=out.repeat,
+                                    public_url=self.cfg.api.public_url)
         rendered = self.renderer.render(notification, rc.type, notifier.parts, getattr(notifier, "alert_parts", ()),
                                         group.route.templates, rc.templates)
         notification = Notification(out.id, group.receiver, group.key, dict(group.labels), tuple(out.alerts),
-                                    rendered, self.ncfg.external_url, out.repeat)
+                                    rendered, self.ncfg.external_url, out.repeat,
+                                    public_url=self.cfg.api.public_url)
         self._in_flight[out.id] = out
         self.counters["notifications"] += 1
         self.workers[group.receiver].submit(Job(notification, context=out))

@@ -17,3 +17,23 @@ def proc(kafka_bootstrap: str, clickhouse_url: str) -> Iterator[Running]:
         wait_for("the processor to report healthy",
                  lambda: requests.get(f"{running.url}/health", timeout=5).status_code == 200, timeout_s=90)
         yield running
+
+
+@pytest.fixture(scope="module")
+def oncall_proc(kafka_bootstrap: str, clickhouse_url: str) -> Iterator[Running]:
+    """``proc`` with the routers the application mounts for on-call: silences and the store API."""
+    from tocsin.core.clickhouse import connect
+    from tocsin.sinks.clickhouse.store_access import DirectStore
+    from tocsin.sinks.clickhouse.store_api import store_router
+    from tocsin.sinks.notify.silence_api import silence_router
+    from tocsin.sinks.notify.why import notifications_router
+
+    cfg = processor_config(kafka_bootstrap, clickhouse_url)
+    store = DirectStore(connect(cfg.clickhouse), cfg)
+    scoped = [lambda require: silence_router(cfg.kafka, require),
+              lambda require: notifications_router(lambda: store, require)]
+    routers = [store_router(lambda: connect(cfg.clickhouse), cfg)]
+    with running_processor(cfg, extra_routers=routers, scoped_routers=scoped) as running:
+        wait_for("the processor to report healthy",
+                 lambda: requests.get(f"{running.url}/health", timeout=5).status_code == 200, timeout_s=90)
+        yield running

@@ -64,12 +64,13 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_processor(cfg: TocsinConfig, extra_routers: list[Any] | None = None) -> Iterator[Running]:
+def running_processor(cfg: TocsinConfig, extra_routers: list[Any] | None = None,
+                      scoped_routers: list[Any] | None = None) -> Iterator[Running]:
     """A ProcessorService with its HTTP app (and ``extra_routers``, e.g. the store API), stopped on exit."""
     service = ProcessorService(cfg)
     service.start()
     view = ProcessorView(service)
-    server, thread = serve(create_app(view, cfg, extra_routers=extra_routers), cfg)
+    server, thread = serve(create_app(view, cfg, extra_routers=extra_routers, scoped_routers=scoped_routers), cfg)
     loop = threading.Thread(target=service.run, name="processor-loop", daemon=True)
     loop.start()
     try:

@@ -7,6 +7,7 @@ ClickHouse owner's store API (``sinks/clickhouse/store_api.py``) on the same ser
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from tocsin.app.config import TocsinConfig
@@ -32,15 +33,25 @@ class ApiServer(Component):
         from tocsin.processors.http.app import create_app
         from tocsin.processors.http.server import serve
         from tocsin.processors.view import ProcessorView
+        from tocsin.sinks.notify.silence_api import silence_router
+        from tocsin.sinks.notify.why import notifications_router
 
+        kafka_cfg = self.cfg.kafka
+        # /api/silences (the CLI's silences over HTTP) and /api/alerts/{id}/notifications scope each route
+        # themselves; the store API is admin only.
+        scoped = [lambda require: silence_router(kafka_cfg, require)]
         routers = []
+        store = None  # the notification log: only where the store is
         if self.store_api:
             from tocsin.core.clickhouse import connect
-            from tocsin.sinks.clickhouse import store_router
+            from tocsin.sinks.clickhouse import open_store, store_router
 
             routers.append(store_router(lambda: connect(self.cfg.clickhouse), self.cfg))
+            store = functools.cache(lambda: open_store(self.cfg))
+        scoped.append(lambda require: notifications_router(store, require))
         self._view = ProcessorView(self.service)
-        self._server, self._thread = serve(create_app(self._view, self.cfg, extra_routers=routers), self.cfg)
+        self._server, self._thread = serve(
+            create_app(self._view, self.cfg, extra_routers=routers, scoped_routers=scoped), self.cfg)
 
     def _release(self) -> None:
         from tocsin.processors.http.server import stop

@@ -198,6 +198,21 @@ class ApiConfig(StrictModel):
     def scheme(self) -> str:
         return "https" if self.tls_certfile else "http"
     service_name: str = Field("tocsin", description="Reported as `service` by /health.")
+    public_url: str = Field("", description="Where people reach this API (https://tocsin.example.com): the base of "
+                            "the alert, ack and silence links in notifications; empty: no links.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        if not v:
+            return v
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment or u.username or u.password:
+            raise ValueError("must be an http(s) URL without credentials, query or fragment, e.g. "
+                             "https://tocsin.example.com (a token never travels in a URL)")
+        return v.rstrip("/")
 
     @field_validator("http_addr")
     @classmethod

@@ -193,11 +193,12 @@
       button.disabled = resolving.has(a.alert_id);
       button.addEventListener("click", () => resolveAlert(a.alert_id, tr, button));
       const action = el("td");
-      if (canOperate) action.append(button);
+      if (canOperate) action.append(button, ackButton(a));
       const sev = el("td");
       sev.append(badge(a.severity));
       const state = el("td");
       state.append(badge(a.state));
+      if (a.acked) state.append(el("div", {className: "ack"}, "acked by " + a.acked_by + (a.ack_note ? ": " + a.ack_note : "")));
       tr.append(sev, el("td", null, a.service), el("td", null, a.rule), state, el("td", null, fmtNum(a.value)),
                 el("td", null, fmtNum(a.threshold)), el("td", null, fmtTime(a.started_at)),
                 el("td", null, a.annotations.summary || ""), action);
@@ -230,6 +231,33 @@
     }
   }
 
+  // Ack (operate): asks for a name and a note; the processor emits the acked AlertEvent.
+  function ackButton(a) {
+    const b = el("button", {type: "button", className: "ack-button"}, a.acked ? "Unack" : "Ack");
+    b.addEventListener("click", async () => {
+      const body = {alert_id: a.alert_id, actor: "dashboard"};
+      if (!a.acked) {
+        const note = window.prompt("Acknowledge " + a.rule + " on " + a.service + ". Note (optional):", "");
+        if (note === null) return;
+        body.note = note.slice(0, 1000);
+      }
+      b.disabled = true;
+      try {
+        const resp = await api(a.acked ? "/api/alerts/unack" : "/api/alerts/ack", {
+          method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+        if (resp.status !== 202) throw new Error("HTTP " + resp.status);
+        b.textContent = a.acked ? "Unacking\u2026" : "Acking\u2026";
+        refresh();
+      } catch (e) {
+        if (e.message === "unauthorized") return;
+        b.disabled = false;
+        $("banner").textContent = "Could not " + (a.acked ? "unack" : "ack") + " the alert: " + e.message;
+        $("banner").hidden = false;
+      }
+    });
+    return b;
+  }
+
   function renderHealth(checks) {
     const rows = checks.map((c) => {
       const status = el("td");
@@ -260,6 +288,9 @@
 
   // "pending -> firing", or "firing: warning -> critical" for an escalation or de-escalation.
   function transition(a) {
+    if (a.previous_state === a.state && a.previous_severity === a.severity) {
+      return a.acked_by ? "acked by " + a.acked_by : a.state + ": unacked";
+    }
     if (a.previous_state === a.state) return a.state + ": " + a.previous_severity + " \u2192 " + a.severity;
     return a.previous_state + " \u2192 " + a.state;
   }

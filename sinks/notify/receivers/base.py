@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
@@ -45,6 +45,10 @@ class AlertView:
     value: float | None = None
     threshold: float | None = None
     previous_severity: str = "none"
+    acked_by: str | None = None
+    acked_at_us: int | None = None
+    ack_note: str | None = None
+    ack_expires_at_us: int | None = None
 
     @property
     def status(self) -> Literal["firing", "resolved"]:
@@ -53,6 +57,13 @@ class AlertView:
     @property
     def service(self) -> str:
         return self.labels.get("service", "")
+
+    def acked(self, now_us: int | None = None) -> bool:
+        """A live ack (tocsin.processors.ack): acked_by set and not lapsed at ``now_us`` (default: now)."""
+        if not self.acked_by or self.status != "firing":
+            return False
+        now = int(time.time() * 1e6) if now_us is None else now_us
+        return self.ack_expires_at_us is None or now < self.ack_expires_at_us
 
     @property
     def starts_at(self) -> str:
@@ -75,6 +86,19 @@ class AlertView:
             out.setdefault("threshold", f"{self.threshold:g}")
         return out
 
+    def links(self, public_url: str) -> dict[str, str]:
+        """The alert's page and its prefilled ack and silence pages under ``public_url`` (api.public_url).
+
+        No token in them: the pages ask for it as the dashboard does.
+        """
+        if not public_url:
+            return {}
+        base = f"{public_url.rstrip('/')}/dashboard/alerts/{quote(self.alert_id, safe='')}"
+        matchers = [f"alertname={self.rule}", *(f"{k}={v}" for k, v in sorted(self.labels.items()))]
+        return {"alert": base, "ack": f"{base}?action=ack",
+                "silence": f"{public_url.rstrip('/')}/dashboard/silences?"
+                           + urlencode([("matcher", m) for m in matchers] + [("alert_id", self.alert_id)])}
+
     def generator_url(self, external_url: str) -> str:
         return f"{external_url.rstrip('/')}/dashboard#alert-{self.alert_id}" if external_url else ""
 
@@ -95,6 +119,10 @@ class AlertView:
             "severity": self.severity, "state": self.state, "service": self.service, "labels": dict(self.labels),
             "annotations": dict(self.annotations), "starts_at": self.starts_at, "ends_at": self.ends_at,
             "value": self.value, "threshold": self.threshold,
+            "acked": self.acked(), "acked_by": self.acked_by if self.acked() else None,
+            "acked_at": iso(self.acked_at_us) if self.acked() and self.acked_at_us else None,
+            "ack_note": self.ack_note if self.acked() else None,
+            "ack_expires_at": iso(self.ack_expires_at_us) if self.acked() and self.ack_expires_at_us else None,
         }
 
 
@@ -111,6 +139,8 @@ class Notification:
     external_url: str = ""
     repeat: bool = False
     test: bool = False
+    public_url: str = ""
+    """api.public_url: the base of each alert's links (``AlertView.links``)."""
 
     @property
     def status(self) -> Literal["firing", "resolved"]:
@@ -143,7 +173,7 @@ class Notification:
 
     def context(self) -> dict[str, Any]:
         """What templates see: Alertmanager's template data, in snake_case."""
-        alerts = [a.context() for a in self.alerts]
+        alerts = [{**a.context(), "links": a.links(self.public_url)} for a in self.alerts]
         return {
             "receiver": self.receiver, "status": self.status, "group_key": self.group_key,
             "group_labels": dict(self.group_labels), "common_labels": self.common_labels,

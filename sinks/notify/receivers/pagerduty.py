@@ -1,12 +1,14 @@
-"""PagerDuty receiver: Events API v2, one trigger or resolve event per alert, ``dedup_key`` = fingerprint.
+"""PagerDuty receiver: Events API v2, one trigger, acknowledge or resolve event per alert, ``dedup_key`` = fingerprint.
 
 Event (developer.pagerduty.com/docs/events-api-v2/trigger-events)::
 
-    {"routing_key", "event_action": "trigger|resolve", "dedup_key": <fingerprint>,
+    {"routing_key", "event_action": "trigger|acknowledge|resolve", "dedup_key": <fingerprint>,
      "payload": {"summary", "source", "severity", "timestamp", "component", "group",
                  "class", "custom_details"}, "client", "client_url"}
 
-PagerDuty answers 202. A notification with several alerts is several events;
+An alert that carries a live ack (``acked_by``, tocsin.processors.ack) is sent
+as ``acknowledge`` with the incident's dedup_key and no payload, as the Events
+API wants. PagerDuty answers 202. A notification with several alerts is several events;
 those already accepted are not sent again when the rest is retried, so a retry
 never doubles a trigger.
 """
@@ -25,16 +27,30 @@ SUMMARY_MAX_CHARS = 1024  # PagerDuty truncates payload.summary at 1024 characte
 SEVERITY_MAP = {"critical": "critical", "error": "error", "warning": "warning", "info": "info", "none": "info"}
 
 
-def pagerduty_event(alert: AlertView, cfg: PagerDutyReceiverConfig, summary: str, group: str) -> dict[str, Any]:
+def event_action(alert: AlertView) -> str:
+    if alert.status == "resolved":
+        return "resolve"
+    return "acknowledge" if alert.acked() else "trigger"
+
+
+LINK_TEXT = {"alert": "Alert page", "ack": "Acknowledge", "silence": "Silence"}
+
+
+def pagerduty_event(alert: AlertView, cfg: PagerDutyReceiverConfig, summary: str, group: str,
+                    public_url: str = "") -> dict[str, Any]:
+    action = event_action(alert)
     event: dict[str, Any] = {
         "routing_key": cfg.routing_key.get_secret_value(),
-        "event_action": "resolve" if alert.status == "resolved" else "trigger",
+        "event_action": action,
         "dedup_key": alert.fingerprint,
         "client": cfg.client,
     }
     if cfg.client_url:
         event["client_url"] = cfg.client_url
-    if alert.status == "firing":
+    links = alert.links(public_url) if action == "trigger" else {}
+    if links:  # the Events API takes links on a trigger: the alert's page, its ack and silence pages
+        event["links"] = [{"href": href, "text": LINK_TEXT[name]} for name, href in links.items()]
+    if action == "trigger":
         event["payload"] = {
             "summary": (summary or f"{alert.rule} on {alert.service}")[:SUMMARY_MAX_CHARS],
             "source": cfg.source or alert.labels.get("host") or alert.service or "tocsin",
@@ -67,11 +83,11 @@ class PagerDutyNotifier(Notifier[PagerDutyReceiverConfig]):
             done = self._accepted.setdefault(notification.id, set())
         result = DeliveryResult.sent(202)
         for alert in notification.alerts:
-            key = f"{alert.fingerprint}:{alert.status}"
+            key = f"{alert.fingerprint}:{event_action(alert)}"
             if key in done:
                 continue
             summary = notification.rendered.get(f"summary@{alert.fingerprint}", "")
-            body = json.dumps(pagerduty_event(alert, self.config, summary, group)).encode()
+            body = json.dumps(pagerduty_event(alert, self.config, summary, group, notification.public_url)).encode()
             result = self.post_json(self.config.url, body)
             if result.outcome != "sent":
                 break

@@ -21,6 +21,8 @@ HEADER_MAX_CHARS = 150
 SECTION_MAX_CHARS = 3000
 COLOURS = {"critical": "#d62728", "warning": "#ff9f1c", "info": "#439fe0", "none": "#439fe0"}
 RESOLVED_COLOUR = "#2eb886"
+LINKED_ALERTS = 10
+"""Alerts of one message that get their alert/ack/silence links (a section holds 3000 characters)."""
 
 
 def colour(n: Notification) -> str:
@@ -42,6 +44,12 @@ def slack_payload(n: Notification, channel: str | None = None, username: str | N
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(f"group: {context}", SECTION_MAX_CHARS)}]},
     ]
+    links = [(a, a.links(n.public_url)) for a in n.alerts[:LINKED_ALERTS]]
+    lines = [f"{slack_escape(a.rule)} {slack_escape(a.service)}: <{lk['alert']}|alert page> · <{lk['ack']}|ack> · "
+             f"<{lk['silence']}|silence>" for a, lk in links if lk]
+    if lines:
+        blocks.insert(2, {"type": "section", "text": {"type": "mrkdwn",
+                                                      "text": _cut("\n".join(lines), SECTION_MAX_CHARS)}})
     payload: dict[str, Any] = {"text": title, "attachments": [{"color": colour(n), "blocks": blocks}]}
     if channel:
         payload["channel"] = channel

@@ -7,6 +7,11 @@ Body (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config):
      "externalURL": ..., "alerts": [{"status", "labels", "annotations", "startsAt",
      "endsAt", "generatorURL", "fingerprint"}]}
 
+An acknowledged alert (tocsin.processors.ack) also carries ``acknowledgement``
+(``by``, ``at``, ``note``, ``expiresAt``), and with ``api.public_url`` set every
+alert carries ``links`` (``alert``, ``ack``, ``silence`` pages); Alertmanager's
+receivers ignore both.
+
 With ``hmac_secret`` set, ``signature_header`` carries ``sha256=<hex>``, the
 HMAC-SHA256 of the exact body bytes, so the receiver can check origin and integrity.
 """
@@ -18,6 +23,7 @@ import hmac
 import json
 from typing import Any
 
+from tocsin.core.events import iso
 from tocsin.sinks.notify.config import WebhookReceiverConfig
 from tocsin.sinks.notify.receivers.base import AlertView, DeliveryResult, Notification, Notifier
 
@@ -25,8 +31,10 @@ ZERO_TIME = "0001-01-01T00:00:00Z"  # what Alertmanager puts in endsAt of a firi
 NOTIFICATION_ID_HEADER = "X-Tocsin-Notification-Id"
 
 
-def alert_json(alert: AlertView, external_url: str) -> dict[str, Any]:
+def alert_json(alert: AlertView, external_url: str, public_url: str = "") -> dict[str, Any]:
+    links = alert.links(public_url)
     return {
+        **({"links": links} if links else {}),
         "status": alert.status,
         "labels": alert.am_labels(),
         "annotations": alert.am_annotations(),
@@ -34,6 +42,10 @@ def alert_json(alert: AlertView, external_url: str) -> dict[str, Any]:
         "endsAt": (alert.ends_at or alert.starts_at) if alert.status == "resolved" else ZERO_TIME,
         "generatorURL": alert.generator_url(external_url),
         "fingerprint": alert.fingerprint,
+        **({"acknowledgement": {"by": alert.acked_by, "at": iso(alert.acked_at_us) if alert.acked_at_us else None,
+                                "note": alert.ack_note or "",
+                                "expiresAt": iso(alert.ack_expires_at_us) if alert.ack_expires_at_us else None}}
+           if alert.acked() else {}),
     }
 
 
@@ -54,7 +66,7 @@ def webhook_payload(n: Notification, max_alerts: int = 0) -> dict[str, Any]:
         "commonLabels": n.common_labels,
         "commonAnnotations": n.common_annotations,
         "externalURL": n.external_url,
-        "alerts": [alert_json(a, n.external_url) for a in alerts],
+        "alerts": [alert_json(a, n.external_url, n.public_url) for a in alerts],
     }
 
 

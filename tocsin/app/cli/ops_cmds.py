@@ -1,7 +1,8 @@
-"""Operating commands: ``stop``, ``status``, ``alerts [--follow]``, ``resolve``."""
+"""Operating commands: ``stop``, ``status``, ``alerts [--follow]``, ``resolve``, ``ack``, ``unack``."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import time
 from pathlib import Path
@@ -13,8 +14,10 @@ from rich.table import Table
 from tocsin.app import alertlog, supervisor
 from tocsin.app.cli.app import config_of
 from tocsin.app.status import collect
-from tocsin.core.events import iso
+from tocsin.core.events import iso, now_us
 from tocsin.core.validation import safe_cells, safe_text
+from tocsin.processors.ack import MAX_NOTE_CHARS, is_acked
+from tocsin.processors.rules import parse_duration
 
 console = Console()
 
@@ -65,10 +68,23 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     raise typer.Exit(0 if healthy else 1)
 
 
+def _ack_text(a: dict) -> str:
+    """``acked by alice until ...: note`` for a live ack, ``ack lapsed`` for an expired one, else empty."""
+    if not a.get("acked_by"):
+        return ""
+    if a["state"] not in alertlog.ACTIVE_STATES:
+        return f"acked by {a['acked_by']}"
+    if not is_acked(a, now_us()):
+        return f"ack by {a['acked_by']} lapsed"
+    until = f" until {iso(a['ack_expires_at'])}" if a.get("ack_expires_at") else ""
+    note = f": {a['ack_note']}" if a.get("ack_note") else ""
+    return safe_text(f"acked by {a['acked_by']}{until}{note}", one_line=True)
+
+
 def _row(a: dict) -> list[str]:
     return [a["alert_id"], a["rule"], a["labels"].get("service", ""), a["severity"], a["state"],
             "" if a["value"] is None else f"{a['value']:.4g}", iso(a["started_at"]),
-            iso(a["ended_at"]) if a["ended_at"] else ""]
+            iso(a["ended_at"]) if a["ended_at"] else "", _ack_text(a)]
 
 
 def alerts(
@@ -88,9 +104,9 @@ def alerts(
                 if as_json:
                     typer.echo(json.dumps(ev))
                 else:
-                    typer.echo(safe_text(f"{iso(ev['ts'])} {ev['previous_state']}->{ev['state']:<8} "
-                                         f"{ev['severity']:<8} {ev['rule']} {ev['labels']} value={ev['value']} "
-                                         f"alert_id={ev['alert_id']}", one_line=True))
+                    line = (f"{iso(ev['ts'])} {ev['previous_state']}->{ev['state']:<8} {ev['severity']:<8} "
+                            f"{ev['rule']} {ev['labels']} value={ev['value']} alert_id={ev['alert_id']}")
+                    typer.echo(safe_text(line + (f" {_ack_text(ev)}" if ev.get("acked_by") else ""), one_line=True))
         except KeyboardInterrupt:
             return
         return
@@ -100,7 +116,7 @@ def alerts(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    table = Table("alert_id", "rule", "service", "severity", "state", "value", "started", "ended")
+    table = Table("alert_id", "rule", "service", "severity", "state", "value", "started", "ended", "ack")
     for a in rows:
         table.add_row(*safe_cells(_row(a)))
     console.print(table if rows else "no active alerts")
@@ -131,6 +147,100 @@ def resolve(
     typer.echo(f"resolve requested for {alert_id} at {iso(int(time.time() * 1e6))}")
 
 
+def _open_incident(cfg, alert_id: str) -> dict:
+    latest = alertlog.latest_by_fingerprint(alertlog.read_transitions(cfg.kafka))
+    match = next((a for a in latest.values() if a["alert_id"] == alert_id), None)
+    if match is None:
+        typer.echo(f"error: no alert {alert_id!r} on {cfg.kafka.topics.alerts}", err=True)
+        raise typer.Exit(1)
+    if match["state"] not in alertlog.ACTIVE_STATES:
+        typer.echo(f"error: {alert_id} is {match['state']}: only an open alert can be acknowledged", err=True)
+        raise typer.Exit(1)
+    return match
+
+
+def ack(
+    ctx: typer.Context,
+    alert_id: str = typer.Argument(..., help="The alert_id shown by `tocsin alerts`."),
+    note: str = typer.Option("", "--note", help="What you are doing about it (shown in notifications)."),
+    for_: str | None = typer.Option(None, "--for", help="How long the ack holds (30m, 2h); default: until resolved."),
+    actor: str | None = typer.Option(None, "--actor", help="Who acknowledges (default: your login name)."),
+) -> None:
+    """Acknowledge an open alert: repeat notifications stop (PagerDuty gets `acknowledge`) while it holds.
+
+    An escalation of severity, the end of --for or `tocsin unack` starts them again.
+    Exit code 1 if no such open alert is known.
+    Example: tocsin ack 3f2a...-1767225600000000 --note "looking at the gateway" --for 2h
+    """
+    cfg = config_of(ctx)
+    expires = None
+    if for_ is not None:
+        try:
+            seconds = parse_duration(for_)
+        except ValueError as exc:
+            typer.echo(f"error: --for {for_!r}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if seconds <= 0:
+            typer.echo("error: --for must be longer than 0 s", err=True)
+            raise typer.Exit(2)
+        expires = now_us() + int(seconds * 1e6)
+    match = _open_incident(cfg, alert_id)
+    alertlog.publish_control(cfg.kafka, "ack", alert_id=alert_id, fingerprint=match["fingerprint"],
+                             reason=note[:MAX_NOTE_CHARS], actor=actor or _login(), ends_at=expires)
+    until = f" until {iso(expires)}" if expires else ""
+    typer.echo(f"ack requested for {alert_id}{until}")
+
+
+def unack(
+    ctx: typer.Context,
+    alert_id: str = typer.Argument(..., help="The alert_id shown by `tocsin alerts`."),
+    actor: str | None = typer.Option(None, "--actor", help="Who withdraws the ack (default: your login name)."),
+) -> None:
+    """Withdraw the acknowledgement of an open alert: repeat notifications start again.
+
+    Example: tocsin unack 3f2a...-1767225600000000
+    """
+    cfg = config_of(ctx)
+    match = _open_incident(cfg, alert_id)
+    if not match.get("acked_by"):
+        typer.echo(f"{alert_id} is not acknowledged")
+        return
+    alertlog.publish_control(cfg.kafka, "unack", alert_id=alert_id, fingerprint=match["fingerprint"],
+                             actor=actor or _login())
+    typer.echo(f"unack requested for {alert_id}")
+
+
+def why(
+    ctx: typer.Context,
+    alert_id: str = typer.Argument(..., help="The alert_id shown by `tocsin alerts`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows per receiver as JSON."),
+) -> None:
+    """Say, per receiver, what happened to an alert's notifications: sent, retried, failed, silenced (by which
+    silence), inhibited, muted (by which interval), escalated; read from the notification log in ClickHouse.
+
+    Example: tocsin why 3f2a...-1767225600000000
+    """
+    from tocsin.sinks.clickhouse.store_access import open_store
+    from tocsin.sinks.notify import why as whylog
+
+    store = open_store(config_of(ctx))
+    try:
+        explained = whylog.explain(whylog.read(store, alert_id))
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"alert_id": alert_id, "receivers": explained}, indent=2))
+    else:
+        typer.echo(whylog.render(alert_id, explained))
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
 def demo(
     duration: float = typer.Option(150.0, "--duration", help="Seconds from first request to giving up (default 150)."),
     json_summary: Path | None = typer.Option(None, "--json-summary", help="Write what happened to this JSON file."),
@@ -150,4 +260,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("alerts")(alerts)
     app.command("resolve")(resolve)
+    app.command("ack")(ack)
+    app.command("unack")(unack)
+    app.command("why")(why)
     app.command("demo")(demo)
