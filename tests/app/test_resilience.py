@@ -32,7 +32,7 @@ from tests.processors.test_http_e2e import AUTH, TOKEN, free_port, processor_con
 from tests.sinks.notify.support import alert_event, produce_alerts, record, resolved_of
 from tocsin.app import supervisor
 from tocsin.app.config import TocsinConfig
-from tocsin.app.services import Backoff, ServiceGroup, with_heartbeats
+from tocsin.app.services import Backoff, ServiceGroup, grouped, with_heartbeats
 from tocsin.core.component import Component
 from tocsin.core.kafka import create_topics
 from tocsin.schemas.codec import default_codec
@@ -72,8 +72,8 @@ def test_a_member_raising_in_run_restarts_while_the_processor_serves_and_health_
     cfg = processor_config(kafka_bootstrap, clickhouse_url)
     cfg = cfg.model_copy(update={"processor": cfg.processor.model_copy(update={"heartbeat_interval_s": 1.0})})
     Flaky.built = 0
-    inner = ServiceGroup({"processor": build_processor(cfg), "sink-notify": Flaky()},
-                         {"processor": lambda: build_processor(cfg), "sink-notify": Flaky})
+    inner = ServiceGroup({"processor": grouped(build_processor(cfg)), "sink-notify": Flaky()},
+                         {"processor": lambda: grouped(build_processor(cfg)), "sink-notify": Flaky})
     group = with_heartbeats(cfg, "all", inner, Backoff(initial_s=0.5, max_s=2.0, reset_after_s=30))
     processor = group.members["processor"]
     url = f"http://{cfg.api.http_addr}"

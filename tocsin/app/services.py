@@ -41,10 +41,11 @@ def builder(name: str) -> Callable[[TocsinConfig], Component]:
         raise ConfigError(f"unknown service {name!r}; choose from {', '.join(SERVICES)}") from None
     module, _, attr = target.partition(":")
     build = getattr(importlib.import_module(module), attr)
-    return lambda cfg: _grouped(build(cfg))
+    return lambda cfg: grouped(build(cfg))
 
 
-def _grouped(built: Component | dict[str, Component]) -> Component:
+def grouped(built: Component | dict[str, Component]) -> Component:
+    """A built service as one component: several members run together as a ``ServiceGroup``."""
     return built if isinstance(built, Component) else ServiceGroup(built)
 
 
@@ -244,7 +245,7 @@ def build_all(cfg: TocsinConfig, names: tuple[str, ...] = ALL) -> ServiceGroup:
     factories: dict[str, Callable[[], Component]] = {}
     for name in names:
         if name == "processor":
-            factories[name] = lambda: _grouped(build_processor(cfg, store_api="sink-clickhouse" in names))
+            factories[name] = lambda: grouped(build_processor(cfg, store_api="sink-clickhouse" in names))
         else:
             factories[name] = lambda name=name: builder(name)(cfg)
     return ServiceGroup({name: make() for name, make in factories.items()}, factories)
