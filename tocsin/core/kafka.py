@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError as _KafkaError
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import SaslAuthenticationFailedError, TopicAlreadyExistsError, UnsupportedSaslMechanismError
 
 from tocsin.core import kafkafetch
 from tocsin.core.config import KafkaConfig
@@ -46,19 +47,115 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _wrap(exc: Exception, what: str, cfg: KafkaConfig) -> KafkaError:
+def _wrap(exc: Exception, what: str, cfg: KafkaConfig, seen: Sequence[BaseException] = ()) -> KafkaError:
     servers = ",".join(cfg.client_kwargs()["bootstrap_servers"])
+    diagnosis = diagnose(cfg, seen)
+    if diagnosis:
+        return KafkaError(diagnosis)
     return KafkaError(
         f"{what} failed against {servers}: {type(exc).__name__}: {exc}. "
         "Is the broker running (`tocsin kafka up`, or set KAFKA_BOOTSTRAP_SERVERS)?"
     )
 
 
-def producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
+class _Seen(logging.Handler):
+    """Collects the exceptions kafka-python logs while a client bootstraps.
+
+    kafka-python 3 retries a failing bootstrap until its deadline and then raises a bare
+    "Unable to bootstrap"; the cause (a SASL rejection, a certificate error, a closed socket)
+    only reaches its log records' arguments.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.seen += [a for a in args if isinstance(a, BaseException)][:4]
+        del self.seen[:-64]
+
+
+@contextlib.contextmanager
+def _watching() -> Any:
+    handler = _Seen()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(handler)
     try:
-        return KafkaProducer(**{**cfg.client_kwargs(), **PRODUCER_DEFAULTS, **overrides})
-    except _KafkaError as exc:
-        raise _wrap(exc, "connecting a producer", cfg) from exc
+        yield handler.seen
+    finally:
+        logger.removeHandler(handler)
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    for _ in range(8):
+        yield exc
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            return
+        exc = nxt
+
+
+def _speaks_tls(host: str, port: int, timeout_s: float = 5.0) -> bool | None:
+    """Whether host:port completes a TLS handshake (certificate unchecked); None if unreachable."""
+    import socket
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock, \
+                ctx.wrap_socket(sock, server_hostname=host):
+            return True
+    except ssl.SSLError:
+        return False
+    except OSError:
+        return None
+
+
+def diagnose(cfg: KafkaConfig, seen: Sequence[BaseException]) -> str | None:
+    """One line naming the setting at fault when a client could not connect, or None if it is not a
+    security mistake (the broker down, say): kafka-python's exceptions classified, and for a socket the
+    broker closed, a TLS probe of the first bootstrap server (plaintext client on a TLS port)."""
+    kw = cfg.client_kwargs()
+    server = kw["bootstrap_servers"][0]
+    host, _, port = server.rpartition(":")
+    uses_tls = cfg.security_protocol in ("SSL", "SASL_SSL")
+    closed = False
+    for exc in (e for top in seen for e in _chain(top)):
+        if isinstance(exc, SaslAuthenticationFailedError):
+            return (f"kafka.sasl_plain_password: the broker rejected the credentials for user "
+                    f"{cfg.sasl_plain_username} (SASL authentication failed: {exc})")
+        if isinstance(exc, UnsupportedSaslMechanismError):
+            return f"kafka.sasl_mechanism: {exc}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (f"kafka.ssl_cafile: the broker's certificate is not signed by a CA in "
+                    f"{cfg.ssl_cafile or 'the system trust store'} ({exc.verify_message})")
+        if isinstance(exc, ssl.SSLError) and uses_tls:
+            return (f"kafka.security_protocol: {server} does not speak TLS ({exc.reason or exc}); "
+                    f"{cfg.security_protocol} needs a TLS listener (use PLAINTEXT or SASL_PLAINTEXT for this port)")
+        closed = closed or "disconnected" in str(exc) or isinstance(exc, ConnectionError)
+    if not closed or not port.isdigit():
+        return None
+    if not uses_tls and _speaks_tls(host, int(port)):
+        return (f"kafka.security_protocol: {server} speaks TLS but security_protocol is "
+                f"{cfg.security_protocol} (use SSL or SASL_SSL)")
+    if cfg.sasl_mechanism:
+        return (f"kafka.sasl_plain_password: the broker rejected the credentials for user "
+                f"{cfg.sasl_plain_username} (SASL authentication failed: it closed the connection "
+                f"during {cfg.sasl_mechanism} authentication)")
+    if not cfg.security_protocol.startswith("SASL"):
+        return (f"kafka.security_protocol: {server} closed the connection during the handshake: its listener "
+                f"expects SASL (set security_protocol SASL_SSL or SASL_PLAINTEXT and sasl_mechanism)")
+    return None
+
+
+def producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
+    with _watching() as seen:
+        try:
+            return KafkaProducer(**{**cfg.client_kwargs(), **PRODUCER_DEFAULTS, **overrides})
+        except _KafkaError as exc:
+            raise _wrap(exc, "connecting a producer", cfg, seen) from exc
 
 
 def consumer(cfg: KafkaConfig, *topics: str, group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
@@ -66,22 +163,24 @@ def consumer(cfg: KafkaConfig, *topics: str, group_id: str | None = None, **over
 
     With ``cfg.lean_reader`` (the default) its fetched batches are read by ``tocsin.core.kafkafetch``.
     """
-    try:
-        client = KafkaConsumer(*topics, **{**cfg.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id,
-                                           **overrides})
-    except _KafkaError as exc:
-        raise _wrap(exc, "connecting a consumer", cfg) from exc
+    with _watching() as seen:
+        try:
+            client = KafkaConsumer(*topics, **{**cfg.client_kwargs(), **CONSUMER_DEFAULTS, "group_id": group_id,
+                                               **overrides})
+        except _KafkaError as exc:
+            raise _wrap(exc, "connecting a consumer", cfg, seen) from exc
     if cfg.lean_reader and not kafkafetch.install(client):
         log.debug("kafka-python's internals differ from 3.0's: its own record reader stays")
     return client
 
 
 def admin(cfg: KafkaConfig) -> KafkaAdminClient:
-    try:
-        # Admin work is interactive (CLI): say "unreachable" after 10 s, not 30+.
-        return KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **cfg.client_kwargs()})
-    except _KafkaError as exc:
-        raise _wrap(exc, "connecting an admin client", cfg) from exc
+    with _watching() as seen:
+        try:
+            # Admin work is interactive (CLI): say "unreachable" after 10 s, not 30+.
+            return KafkaAdminClient(**{"bootstrap_timeout_ms": 10_000, **cfg.client_kwargs()})
+        except _KafkaError as exc:
+            raise _wrap(exc, "connecting an admin client", cfg, seen) from exc
 
 
 def read_to_end(consumer: KafkaConsumer, handle: Callable[[TopicPartition, Any], None], *,
