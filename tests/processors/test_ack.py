@@ -96,7 +96,8 @@ def test_an_escalation_clears_the_ack_a_de_escalation_keeps_it_and_a_restore_ado
 
 def _config(bootstrap: str, ch_url: str, webhook_url: str | None = None, **notify: Any):
     sections: dict[str, Any] = {
-        "api": {"tokens": [{"name": "alice", "token": TOKEN, "scope": "operate"}], "http_addr": f"127.0.0.1:{free_port()}", "service_name": "ack-processor"},
+        "api": {"tokens": [{"name": "alice", "token": TOKEN, "scope": "operate"}],
+                "http_addr": f"127.0.0.1:{free_port()}", "service_name": "ack-processor"},
         "processor": {"group_id": unique("ack"), "heartbeat_interval_s": 5.0},
     }
     if webhook_url:

@@ -34,6 +34,7 @@ from pydantic import Field, field_validator
 from tocsin.core.component import Component
 from tocsin.core.config import StrictModel
 from tocsin.core.heartbeat import SERVICE, WATCHDOG_FINGERPRINT, WATCHDOG_RULE
+from tocsin.processors.view import LIVENESS_S
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,11 @@ class WatchdogBeacon(Component):
         if not self.group.alive("processor"):
             return False
         service = _leaf(self.group, "processor")
-        if service is None or service.stuck() is not None or not service.consuming():
+        if service is None or service.stuck() is not None or service.stopping or not service.kafka_ok:
             return False
-        processed = sum(service.counters().processed.values())
+        if time.monotonic() - service.last_poll >= LIVENESS_S:  # the loop polls several times a second
+            return False
+        processed = sum(service.processed.values())
         now = self.clock()
         if processed != self._processed:
             self._processed, self._processed_at = processed, now
