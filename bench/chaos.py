@@ -507,9 +507,9 @@ def store_figures(cfg: Any) -> dict[str, Any]:
         f"SELECT count(), uniqExact(event_id), uniqExact(extract(message, 'seq=([0-9]+)')) "
         f"FROM `{db}`.logs WHERE {q}").result_rows[0]
     final = c.query(f"SELECT count() FROM `{db}`.logs FINAL WHERE {q}").result_rows[0][0]
-    rollup = c.query(f"SELECT sum(events) FROM `{db}`.log_counts_1m WHERE {q}").result_rows[0][0]
+    rollup = c.query(f"SELECT uniqExactMerge(events) FROM `{db}`.log_counts_1m WHERE {q}").result_rows[0][0]
     all_final = c.query(f"SELECT count() FROM `{db}`.logs FINAL").result_rows[0][0]
-    all_rollup = c.query(f"SELECT sum(events) FROM `{db}`.log_counts_1m").result_rows[0][0]
+    all_rollup = c.query(f"SELECT uniqExactMerge(events) FROM `{db}`.log_counts_1m").result_rows[0][0]
     alerts = c.query(f"SELECT count(), uniqExact(event_id) FROM `{db}`.alerts").result_rows[0]
     return {"rows_raw": int(raw), "event_ids": int(ids), "lines": int(lines), "rows_final": int(final),
             "rollup": int(rollup or 0), "all_rows_final": int(all_final), "all_rollup": int(all_rollup or 0),

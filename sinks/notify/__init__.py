@@ -7,8 +7,9 @@ Exported here is what other areas use; the rest is this package's own. Names res
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tocsin.core.exports import lazy_exports
 
 _EXPORTS = {
     "MatcherSpec": "config",
@@ -58,10 +59,4 @@ if TYPE_CHECKING:
     from tocsin.sinks.notify.summary import send_summary
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

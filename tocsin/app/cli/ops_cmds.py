@@ -134,11 +134,7 @@ def resolve(
     Example: tocsin resolve 3f2a...-1767225600000000 --reason "deployed fix"
     """
     cfg = config_of(ctx)
-    latest = alertlog.latest_by_fingerprint(alertlog.read_transitions(cfg.kafka))
-    match = next((a for a in latest.values() if a["alert_id"] == alert_id), None)
-    if match is None:
-        typer.echo(f"error: no alert {alert_id!r} on {cfg.kafka.topics.alerts}", err=True)
-        raise typer.Exit(1)
+    match = _known_incident(cfg, alert_id)
     if match["state"] not in alertlog.ACTIVE_STATES:
         typer.echo(f"{alert_id} is already {match['state']}")
         return
@@ -147,12 +143,18 @@ def resolve(
     typer.echo(f"resolve requested for {alert_id} at {iso(int(time.time() * 1e6))}")
 
 
-def _open_incident(cfg, alert_id: str) -> dict:
+def _known_incident(cfg, alert_id: str) -> dict:
+    """The incident's latest transition on the alerts topic; exit 1 when the topic does not know it."""
     latest = alertlog.latest_by_fingerprint(alertlog.read_transitions(cfg.kafka))
     match = next((a for a in latest.values() if a["alert_id"] == alert_id), None)
     if match is None:
-        typer.echo(f"error: no alert {alert_id!r} on {cfg.kafka.topics.alerts}", err=True)
+        typer.echo(f"error: no alert {safe_text(alert_id, one_line=True)!r} on {cfg.kafka.topics.alerts}", err=True)
         raise typer.Exit(1)
+    return match
+
+
+def _open_incident(cfg, alert_id: str) -> dict:
+    match = _known_incident(cfg, alert_id)
     if match["state"] not in alertlog.ACTIVE_STATES:
         typer.echo(f"error: {alert_id} is {match['state']}: only an open alert can be acknowledged", err=True)
         raise typer.Exit(1)
