@@ -10,10 +10,10 @@ setup:
 demo: setup
 	$(PYTHON) -m tocsin.app.demo
 
-# Three workers, each with its own broker and embedded store; a module stays on one worker (module fixtures).
-PYTEST_WORKERS ?= 3
+# Two workers, each with its own broker and embedded store; a module stays on one worker (module fixtures).
+PYTEST_WORKERS ?= 2
 test: setup
-	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --reruns 1 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --reruns 2 $(PYTEST_ARGS)
 
 lint:
 	ruff check .

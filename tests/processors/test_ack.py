@@ -183,7 +183,7 @@ def test_the_ack_survives_a_processor_restart_and_is_not_applied_twice(
                                                    "actor": "mallory"}).status_code == 202  # the token names the actor
         wait_http("the ack", lambda: active_alert(proc.url, svc)["acked"])
     with running_processor(cfg) as again:
-        restored = wait_http("the restored alert", lambda: active_alert(again.url, svc), 120)
+        restored = wait_http("the restored alert", lambda: active_alert(again.url, svc), 240)
         assert restored["alert_id"] == alert["alert_id"]
         assert restored["acked"] is True and restored["acked_by"] == "alice" and restored["ack_note"] == "n"
         with contextlib.suppress(AssertionError):  # give a wrongly re-applied ack the time to show up

@@ -93,7 +93,7 @@ def iso_seconds(ts_us: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_us // 1_000_000))
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05,
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 120.0, interval_s: float = 0.05,
                what: str = "condition") -> Any:
     return wait_for(predicate, timeout_s, what, interval_s)
 
