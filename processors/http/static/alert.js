@@ -3,41 +3,15 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "tocsin.token";
-  const $ = (id) => document.getElementById(id);
+  const {$, el, store, resume, showLogin, api, fmtTime} = window.TocsinSession;
   const alertId = decodeURIComponent(location.pathname.split("/").pop() || "");
   const params = new URLSearchParams(location.search);
-  let token = null;
   let current = null;
 
-  function el(tag, text) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
 
-  function stored() { try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; } }
-  function store(v) {
-    token = v;
-    try { if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* memory only */ }
-  }
 
-  async function api(path, options) {
-    const opts = Object.assign({cache: "no-store", credentials: "omit"}, options || {});
-    opts.headers = Object.assign({"Authorization": "Bearer " + token}, opts.headers || {});
-    const resp = await fetch(path, opts);
-    if (resp.status === 401) { showLogin("The token was refused. Log in again."); throw new Error("unauthorized"); }
-    return resp;
-  }
 
-  function showLogin(message) {
-    store(null);
-    $("main").hidden = true; $("logout").hidden = true; $("login").hidden = false;
-    $("login-error").textContent = message || "";
-    $("token").focus();
-  }
 
-  function fmtTime(s) { const d = new Date(s); return s && !isNaN(d) ? d.toLocaleString() : ""; }
 
   async function load() {
     const resp = await api("/api/alerts?limit=500");
@@ -138,8 +112,7 @@
     });
     $("unack").addEventListener("click", () => send("/api/alerts/unack", {alert_id: alertId, actor: $("ack-actor").value || "web"}));
     if (params.get("action") === "ack") $("ack-note").focus();
-    token = stored();
-    if (token) load().catch((e) => { if (e.message !== "unauthorized") showLogin(e.message); }); else showLogin("");
+    if (resume()) load().catch((e) => { if (e.message !== "unauthorized") showLogin(e.message); }); else showLogin("");
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();

@@ -4,37 +4,11 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "tocsin.token";
-  const $ = (id) => document.getElementById(id);
+  const {$, el, store, resume, showLogin, api, fmtTime} = window.TocsinSession;
   const params = new URLSearchParams(location.search);
   const prefilled = params.getAll("matcher").slice(0, 20).map((m) => m.slice(0, 300));
   const quote = (s) => "'" + String(s).replace(/'/g, "'\\''") + "'";
-  let token = null;
 
-  function el(tag, text) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-  function stored() { try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; } }
-  function store(v) {
-    token = v;
-    try { if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* memory only */ }
-  }
-  async function api(path, options) {
-    const opts = Object.assign({cache: "no-store", credentials: "omit"}, options || {});
-    opts.headers = Object.assign({"Authorization": "Bearer " + token}, opts.headers || {});
-    const resp = await fetch(path, opts);
-    if (resp.status === 401) { showLogin("The token was refused. Log in again."); throw new Error("unauthorized"); }
-    return resp;
-  }
-  function showLogin(message) {
-    store(null);
-    $("main").hidden = true; $("logout").hidden = true; $("login").hidden = false;
-    $("login-error").textContent = message || "";
-    $("token").focus();
-  }
-  function fmtTime(s) { const d = new Date(s); return s && !isNaN(d) ? d.toLocaleString() : ""; }
   function matcherLines() { return $("matchers").value.split("\n").map((l) => l.trim()).filter((l) => l).slice(0, 20); }
 
   function renderCommand() {
@@ -111,8 +85,7 @@
       load().catch((e) => { if (e.message !== "unauthorized") $("login-error").textContent = e.message; });
     });
     $("logout").addEventListener("click", () => showLogin(""));
-    token = stored();
-    if (token) load().catch((e) => { if (e.message !== "unauthorized") showLogin(e.message); }); else showLogin("");
+    if (resume()) load().catch((e) => { if (e.message !== "unauthorized") showLogin(e.message); }); else showLogin("");
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
