@@ -374,7 +374,9 @@ class ProcessorService(Component):
         return sum(n for t, n in list(self._rate) if t >= now - RATE_WINDOW_S) / RATE_WINDOW_S
 
     def _release(self) -> None:
-        if self._previous_sighup is not None:
+        if self._previous_sighup is not None and threading.current_thread() is threading.main_thread():
+            # Python sets handlers only on the main thread; closed from another one (a supervisor's stop
+            # thread), the stale handler stays: it only sets a flag no loop reads any more.
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         with self.lock:

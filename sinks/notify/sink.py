@@ -253,7 +253,9 @@ class NotifySink(Component):
             batch = {}
             polled = False
         self._watch_kafka(polled and kafka_api.broker_connected(self._consumer) is not False, now)
-        self._handle_rebalance()
+        touched = self._handle_rebalance()
+        if touched and batch:  # rewound or not ours: these records come again from the committed offsets
+            batch = {tp: recs for tp, recs in batch.items() if tp not in touched}
         if batch:
             self._intake(batch, now)
         # 3. due groups
@@ -577,12 +579,15 @@ class NotifySink(Component):
             return
         self.tracker.committed(offsets)
 
-    def _handle_rebalance(self) -> None:
+    def _handle_rebalance(self) -> set[TopicPartition]:
+        """Applies the rebalances seen in the last poll; returns the partitions revoked or assigned (records
+        of theirs polled in the same turn are stale: not ours, or read again after the rewind)."""
         rb = self._rebalance
+        touched = rb.revoked | rb.assigned
         if rb.revoked:
             revoked, rb.revoked = set(rb.revoked), set()
-            # Forget them wholly, kept or not: an eager rebalance moves kept partitions back to their
-            # committed offsets, and what is read again is checked against the notification log.
+            # Forget them wholly, kept or not: kept partitions are rewound to their committed offsets
+            # below, and what is read again is checked against the notification log.
             self.tracker.drop(revoked)
             released = self.router.release(revoked)
             self.counters["rebalances"] += 1
@@ -593,7 +598,27 @@ class NotifySink(Component):
                      extra={"partitions": len(revoked), "released": released})
         if rb.assigned:
             assigned, rb.assigned = set(rb.assigned), set()
+            self._rewind(assigned)
             self._restore(assigned)
+        return touched
+
+    def _rewind(self, tps: set[TopicPartition]) -> None:
+        """Every assigned partition goes back to its committed offset.
+
+        kafka-python keeps the position of a partition kept across an eager rebalance, but the revocation
+        dropped what was read past the commit: read from there, it would never be routed. What is read
+        again is checked against the notification log, so nothing is sent twice.
+        """
+        for tp in tps:
+            try:
+                committed = self._consumer.committed(tp)
+                if committed is None:
+                    self._consumer.seek_to_beginning(tp)  # auto_offset_reset is earliest
+                else:
+                    self._consumer.seek(tp, committed)
+            except (_KafkaError, AssertionError, ValueError) as exc:  # revoked again meanwhile
+                log.warning("Rewinding a partition after a rebalance failed.",
+                            extra={"partition": tp.partition, "error": f"{type(exc).__name__}: {exc}"})
 
     def _restore(self, tps: set[TopicPartition]) -> None:
         """Rebuilds firing alerts of newly assigned partitions from the changelog below the committed offset."""

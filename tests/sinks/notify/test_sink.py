@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from kafka import TopicPartition
@@ -104,3 +105,43 @@ def test_component_contract_build_connects_nothing_close_twice_step_once(notify_
                  'tocsin_sink_notify_transitions_total{decision="silenced"} 0.0',
                  "tocsin_sink_notify_unsettled_transitions 0.0"):
         assert line in text
+
+
+def test_a_rebalance_that_keeps_the_partitions_loses_no_transition_and_repeats_none(notify_env, httpserver):
+    """kafka-python keeps a kept partition's position across an eager rebalance; the sink drops what it had
+    read past the commit, so it must read it again (before the rewind, the firing notification was lost)."""
+    hook = record(httpserver, "/hook")
+    cfg = notify_env({
+        "receivers": [{"name": "hook", "type": "webhook", "url": httpserver.url_for("/hook")}],
+        "route": {"receiver": "hook", "group_wait_s": 4, "group_interval_s": 0.3},  # still grouping at the rebalance
+        "inhibit_rules": [],
+    })
+    other = notify_env({"receivers": [], "route": {"receiver": None}, "inhibit_rules": []}).kafka.topics.alerts
+    done = threading.Event()
+
+    def second_member() -> None:
+        """Another member of the group, on another topic: the group rebalances, ours stay with the sink.
+        It polls until the end, as a live member must (a member that stops polling holds up every rejoin)."""
+        joiner = kafka_api.consumer(cfg.kafka, group_id=cfg.notify.group_id)
+        try:
+            joiner.subscribe([other])
+            while not done.is_set():
+                joiner.poll(timeout_ms=200)
+        finally:
+            joiner.close()
+
+    with running_sink(cfg) as sink:
+        wait_until(lambda: sink._consumer.assignment(), what="the partitions")
+        produce_alerts(cfg, [alert_event("error_rate", "shop")])
+        wait_until(lambda: sink.stats().get("transitions", 0) >= 1, what="the transition read and grouping")
+        member = threading.Thread(target=second_member, name="second-member", daemon=True)
+        member.start()
+        try:
+            wait_until(lambda: sink.stats().get("rebalances", 0) >= 1, what="the rebalance")
+            wait_until(lambda: hook.count() >= 1, what="the firing notification after the rebalance")
+            wait_until(sink.idle, what="settled")
+            time.sleep(1.0)  # a repeat of the re-read transition would show up by now
+        finally:
+            done.set()
+            member.join(30)
+    assert [a["labels"]["service"] for b in hook.bodies() for a in b["alerts"]] == ["shop"]
