@@ -9,13 +9,28 @@ periods: 2,016 buckets, ~50 KB). A period is a baseline only when the
 processor watched all of it (from the partition's first event, or from where
 a replay made its windows whole); otherwise there is no verdict, which is
 the learning period after a start.
+
+Periods older than Kafka's replay (a week's offset against a few days of
+retention) come from the store at start (``seed_from_store``): per group and
+period, the raw table's count, sum, extrema and numerator before a cutoff;
+the stream counts from the cutoff on, so nothing is counted twice and the
+replay needs to cover only the current window.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from clickhouse_connect.driver.binding import quote_identifier
+
+from tocsin.processors.slo import TABLES, column_sql, filter_sql
 from tocsin.processors.windows import SlidingWindow
+
+Seed = tuple[int, int, float, float, float, int]
+"""One period from the store: (period index, count, sum, min, max, numerator count)."""
 
 MAX_PERIODS = 10_080
 """A week of one-minute periods: beyond that a baseline costs more memory than it is worth."""
@@ -77,3 +92,96 @@ def baseline_value(offset_us: int | None, median_of: int | None, h: SlidingWindo
     if q * period < known_from:
         return None
     return period_value(h, q, aggregate)
+
+
+# --- seeding from the store -------------------------------------------------------------------------------
+
+def seed_sql(database: str, rule: Any, start_us: int, cutoff_us: int) -> str:
+    """Per group and period (one window long): count, sum, min, max and numerator of ``[start_us, cutoff_us)``."""
+    spec = rule.spec
+    src = spec.source
+    table = f"{quote_identifier(database)}.{quote_identifier(TABLES[src])}"
+    groups = [column_sql(src, g) for g in spec.group_by]
+    where = filter_sql(src, spec.filter)
+    if src == "metrics":
+        value = "value"
+    elif src == "health":
+        col = quote_identifier(spec.value_field)
+        value = f"toFloat64(ifNull({col}, 0))"
+        if (spec.aggregate or "count") not in COUNTS:  # Rule.value_of: a null field is no sample of these
+            where += f" AND {col} IS NOT NULL"
+    else:
+        value = "1.0"  # a log line counts one
+    numerator = f"countIf({filter_sql(src, spec.numerator)})" if spec.aggregate == "ratio" else "0"
+    period = int(rule.window_us)
+    return (
+        f"SELECT {', '.join(groups)}, intDiv(toUnixTimestamp64Micro(ts), {period}) AS q, count() AS n, "
+        f"sum({value}) AS total, min({value}) AS lo, max({value}) AS hi, {numerator} AS num FROM {table} "
+        f"WHERE ts >= fromUnixTimestamp64Micro({int(start_us)}) AND ts < fromUnixTimestamp64Micro({int(cutoff_us)}) "
+        f"AND {where} GROUP BY {', '.join(groups)}, q"
+    )
+
+
+def first_sql(database: str, source: str) -> str:
+    """When the store's table for ``source`` begins: periods before it are unknown, not empty."""
+    table = f"{quote_identifier(database)}.{quote_identifier(TABLES[source])}"
+    return f"SELECT toUnixTimestamp64Micro(min(ts)), count() > 0 FROM {table}"
+
+
+def load_seeds(query: Callable[[str], Iterable[Iterable[Any]]], database: str, rules: Iterable[Any],
+               cutoff_us: int) -> dict[str, tuple[int, dict[tuple[str, ...], list[Seed]]]]:
+    """Per spike rule: (event time from which the store knows its periods, per group its periods)."""
+    out: dict[str, tuple[int, dict[tuple[str, ...], list[Seed]]]] = {}
+    first: dict[str, int | None] = {}
+    for rule in rules:
+        if not rule.is_spike:
+            continue
+        src = rule.spec.source
+        if src not in first:
+            rows = [list(r) for r in query(first_sql(database, src))]
+            first[src] = int(rows[0][0]) if rows and rows[0][1] else None
+        period = rule.window_us
+        start = (cutoff_us // period - rule.periods) * period
+        begins = first[src]
+        if begins is None:  # an empty store knows nothing yet: the baseline learns from the stream
+            continue
+        known_from = max(start, -(-begins // period) * period)  # the first whole period the store holds
+        groups: dict[tuple[str, ...], list[Seed]] = {}
+        n = len(rule.spec.group_by)
+        for row in query(seed_sql(database, rule, known_from, cutoff_us)):
+            row = list(row)
+            key = tuple(str(v) for v in row[:n])
+            groups.setdefault(key, []).append((int(row[n]), int(row[n + 1]), float(row[n + 2]), float(row[n + 3]),
+                                               float(row[n + 4]), int(row[n + 5])))
+        out[rule.name] = (known_from, groups)
+    return out
+
+
+def seed_from_store(clickhouse: Any, rules: Iterable[Any], cutoff_us: int, log: logging.Logger) -> str:
+    """Seeds every spike rule's baseline periods from the store (before ``cutoff_us``); returns what they cover.
+
+    Where the store cannot be read (see ``slo.store_client``), the baselines are rebuilt by replay alone.
+    """
+    from tocsin.processors.slo import store_client
+
+    spikes = [r for r in rules if r.is_spike]
+    if not spikes:
+        return "no spike rules"
+    client, why = store_client(clickhouse)
+    seeds: dict[str, tuple[int, dict[tuple[str, ...], list[Seed]]]] = {}
+    if client is not None:
+        try:
+            seeds = load_seeds(lambda sql: client.query(sql).result_rows, clickhouse.database, spikes, cutoff_us)
+        except Exception as exc:  # the store is optional for the processor: alerting goes on without it
+            client, why = None, f"{type(exc).__name__}: {str(exc)[:300]}"
+    for r in spikes:  # unseeded (no store, or an empty one): the replay rebuilds the baselines (Rule.horizon_us)
+        r.spike_seeds = None
+        if r.name in seeds:
+            r.spike_known_from, r.spike_seeds = seeds[r.name]
+            r.spike_cutoff_us = cutoff_us
+    if client is None:
+        log.warning("spike baselines come from the replay only", extra={"reason": why})
+        return f"replay only: {why}"
+    log.info("spike baselines seeded from the store",
+             extra={"rules": len(seeds), "groups": sum(len(g) for _, g in seeds.values())})
+    return "store+stream"

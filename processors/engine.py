@@ -92,7 +92,7 @@ class Series:
         self.rule = rule
         self.key = key
         self.window: SlidingWindow | None = None if rule.is_absence else rule.new_window(key)
-        self.history: SlidingWindow | None = rule.new_history()
+        self.history: SlidingWindow | None = rule.new_history(key)
         """spike rules: one bucket per past window, the baseline's source."""
         self.tracker: AlertTracker | None = None
         self.last_seen = -1
@@ -317,6 +317,8 @@ from tocsin.processors.rules import parse_rules
         safe_low, safe_high = rule.safe_low, rule.safe_high
         value_of = None if rule.source == "metrics" else rule.value_of
         spiky = rule.is_spike
+        seeded_before = rule.spike_cutoff_us
+        """spike baselines seeded from the store: the stream counts from the seeds' cutoff on."""
         lazy = rule.spec.kind in ("forecast", "slo")
         """A forecast (an slo) is judged at bucket boundaries (the sweep), not per sample: a 4 h line (a 1 h
         burn rate) moves slowly."""
@@ -336,7 +338,7 @@ from tocsin.processors.rules import parse_rules
             if not s.window.add(ts, value, is_num, unsafe):
                 counters.late += 1
                 return
-            if spiky:
+            if spiky and ts >= seeded_before:
                 s.history.add(ts, value, is_num)
             if not s.dirty and ((unsafe and not lazy) or s.tracker is not None):
                 s.dirty = True  # (a clear sample in a clear window needs no evaluation: see Rule._safe_range)
@@ -522,8 +524,11 @@ from tocsin.processors.rules import parse_rules
             if g < complete_from + rule.window_us:
                 return  # half-rebuilt window after a seek (or a reload that changed the rule): no verdict yet
             if rule.is_spike:
-                level, spike_value, base = rule.spike_level(s.window, s.history, g,
-                                                            max(complete_from, ps.watched_from))
+                if rule.spike_seeds is not None and ps.complete_from <= rule.spike_cutoff_us + self.grace_us:
+                    known_from = rule.spike_known_from  # the store's periods, the stream from the cutoff on
+                else:  # learning: only periods this processor watched (a replay that began after the cutoff)
+                    known_from = max(complete_from, ps.watched_from)
+                level, spike_value, base = rule.spike_level(s.window, s.history, g, known_from)
             else:
                 level = rule.level(s.window, g)
             if level == NONE and rule.no_data_level is not None and s.window.empty(g):
@@ -696,6 +701,9 @@ from tocsin.processors.rules import parse_rules
                 (kept if o.spec == r.spec else changed)[r.index] = o
                 if o.spec == r.spec and r.is_slo:  # the same objective: the same seeds from the store
                     r.slo_seeds, r.slo_cutoff_us = o.slo_seeds, o.slo_cutoff_us
+                if o.spec == r.spec and r.is_spike:
+                    r.spike_seeds, r.spike_known_from, r.spike_cutoff_us = (o.spike_seeds, o.spike_known_from,
+                                                                            o.spike_cutoff_us)
         removed = [r.name for r in old.rules if r.name not in rules.by_name]
         patterns = {}
         for r in rules.rules:

@@ -413,6 +413,12 @@ class Rule:
     """slo: per group, (bucket start, total, good) read from the store at start (None: no store)."""
     slo_cutoff_us: float = -math.inf
     """slo: stream events before this are in the seeds."""
+    spike_seeds: dict[tuple[str, ...], list[tuple[int, int, float, float, float, int]]] | None = None
+    """spike: per group, the periods read from the store at start (None: the baselines come from the replay)."""
+    spike_known_from: float = -math.inf
+    """spike, seeded: event time from which the store knows the periods."""
+    spike_cutoff_us: float = -math.inf
+    """spike, seeded: stream events before this are in the seeds."""
     no_data_level: int | None = None
     """The level an empty window has (None: NONE, the default 'resolve'; -1: keep the alert's severity)."""
     templates: dict[str, jinja2.Template] = field(default_factory=dict)
@@ -505,12 +511,17 @@ class Rule:
         """How much event time must be replayed to rebuild this rule's state (window plus timers)."""
         if self.is_absence:
             return self.absent_us + max(self.for_us, self.resolve_us)
-        if self.is_spike:  # the baseline's periods are rebuilt by replay too
+        if self.is_spike and self.spike_seeds is None:  # the baseline's periods are rebuilt by replay too
             return (self.periods + 1) * self.window_us + max(self.for_us, self.resolve_us)
         return self.window_us + self.bucket_us + max(self.for_us, self.resolve_us)
 
-    def new_history(self) -> SlidingWindow | None:
-        return new_history(self.window_us, self.periods, self.spec.aggregate or "count") if self.is_spike else None
+    def new_history(self, key: tuple[str, ...] = ()) -> SlidingWindow | None:
+        if not self.is_spike:
+            return None
+        h = new_history(self.window_us, self.periods, self.spec.aggregate or "count")
+        for q, n, total, lo, hi, num in (self.spike_seeds or {}).get(key, ()):
+            h.merge(q, n, total, lo, hi, num)
+        return h
 
     def spike_level(self, w: SlidingWindow, history: SlidingWindow, t: int, known_from: float
                     ) -> tuple[int, float | None, float | None]:

@@ -81,7 +81,7 @@ from tocsin.core.events import (
 )
 from tocsin.core.validation import record_reason
 from tocsin.processors import ack as acks
-from tocsin.processors import slo
+from tocsin.processors import baseline, slo
 from tocsin.processors.alerts import Transition, fingerprint_of
 from tocsin.processors.config import ProcessorSettings
 from tocsin.processors.engine import Engine, PartitionState
@@ -187,6 +187,8 @@ class ProcessorService(Component):
         self.outbox: Outbox = Outbox(None)
         self.changelog_retries = 0
         self.slo_coverage = "no slo rules"
+        self.spike_coverage = "no spike rules"
+        """What the spike baselines cover: store+stream, or why only the replay."""
         """What the slo error budgets cover: store+stream, or why only the replayed stream."""
         self._last_evict = 0.0
 
@@ -204,6 +206,13 @@ class ProcessorService(Component):
             idle_evict_us=int(p.idle_series_evict_s * 1e6), wall=self.wall,
             max_services=p.max_services, max_health=p.max_health_entries)
         self.started_at_us = now_us()
+        spikes = [r for r in self.rules.rules if r.is_spike]
+        if spikes:  # baseline periods before the replay's start come from the store, if it has them
+            for r in spikes:
+                r.spike_seeds = {}  # the replay's horizon when the store holds the baselines
+            span_us = self.rules.horizon_us + self.engine.grace_us + int(p.replay_margin_s * 1e6)
+            self.spike_coverage = baseline.seed_from_store(self.cfg.clickhouse, spikes,
+                                                           self.started_at_us - span_us, log)
         if any(r.is_slo for r in self.rules.rules):  # budgets before the replay's start come from the store
             span_us = self.rules.horizon_us + self.engine.grace_us + int(p.replay_margin_s * 1e6)
             self.slo_coverage = slo.seed_from_store(self.cfg.clickhouse, self.rules.rules,

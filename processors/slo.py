@@ -168,7 +168,8 @@ def compile_good(source: str, good_below: float | None,
 
 # --- seeding from the store -------------------------------------------------------------------------------
 
-def _column(source: str, key: str) -> str:
+def column_sql(source: str, key: str) -> str:
+    """A rule field (``labels.x``, a top-level field, or a map key) as a SQL expression of the raw table."""
     for prefix in ("labels.", "attrs.", "details."):
         if key.startswith(prefix):
             return f"{prefix[:-1]}[{format_query_value(key[len(prefix):])}]"
@@ -184,11 +185,11 @@ def filter_sql(source: str, spec: Mapping[str, str | list[str]]) -> str:
         values = [raw] if isinstance(raw, str) else list(raw)
         if raw_key.endswith("~"):
             pattern = "|".join(f"(?:{v})" for v in values)
-            parts.append(f"match({_column(source, raw_key[:-1])}, {format_query_value(pattern)})")
+            parts.append(f"match({column_sql(source, raw_key[:-1])}, {format_query_value(pattern)})")
         elif raw_key.endswith("!"):
-            parts.append(f"{_column(source, raw_key[:-1])} NOT IN ({', '.join(map(format_query_value, values))})")
+            parts.append(f"{column_sql(source, raw_key[:-1])} NOT IN ({', '.join(map(format_query_value, values))})")
         else:
-            parts.append(f"{_column(source, raw_key)} IN ({', '.join(map(format_query_value, values))})")
+            parts.append(f"{column_sql(source, raw_key)} IN ({', '.join(map(format_query_value, values))})")
     return " AND ".join(parts) or "1"
 
 
@@ -196,7 +197,7 @@ def seed_sql(database: str, spec: Any, start_us: int, cutoff_us: int, bucket_us:
     """Per group and budget bucket: events and good events in ``[start_us, cutoff_us)`` of the raw table."""
     src = spec.source
     table = f"{quote_identifier(database)}.{quote_identifier(TABLES[src])}"
-    groups = [_column(src, g) for g in spec.group_by]
+    groups = [column_sql(src, g) for g in spec.group_by]
     if spec.good_below is not None:
         value = "value" if src == "metrics" else quote_identifier(spec.value_field)
         good = f"ifNull({value}, inf) <= {float(spec.good_below)!r}"
@@ -255,6 +256,22 @@ def budgets(partitions: Iterable[Any]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: (d["remaining"], d["rule"]))
 
 
+def store_client(clickhouse: Any) -> tuple[Any, str]:
+    """A client of the store for the seeds at start, or None and why not.
+
+    A ``chdb://`` store is used only when this process already has it open (``tocsin start all``): the
+    embedded engine belongs to one process, and opening it here would lock the ClickHouse sink out.
+    """
+    from tocsin.core import clickhouse as ch
+
+    if ch.is_embedded(clickhouse) and clickhouse.resolved_url() not in ch._embedded:
+        return None, "the embedded store belongs to another process (run tocsin start all, or a ClickHouse server)"
+    try:
+        return ch.connect(clickhouse), ""
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
 def seed_from_store(clickhouse: Any, rules: Iterable[Any], cutoff_us: int,
                     log: Any) -> str:
     """Seeds every SLO rule's budget from the store (before ``cutoff_us``); returns what the budget covers.
@@ -264,17 +281,14 @@ def seed_from_store(clickhouse: Any, rules: Iterable[Any], cutoff_us: int,
     Any failure leaves the budgets to the replayed stream, and says so (logged, /health/detailed and the
     alert's ``budget_covers`` annotation).
     """
-    from tocsin.core import clickhouse as ch
-
     slos = [r for r in rules if r.is_slo]
     if not slos:
         return "no slo rules"
-    if ch.is_embedded(clickhouse) and clickhouse.resolved_url() not in ch._embedded:
-        why = "the embedded store belongs to another process (run tocsin start all, or a ClickHouse server)"
+    client, why = store_client(clickhouse)
+    if client is None:
         log.warning("slo budgets cover only the replayed stream", extra={"reason": why})
         return f"replay only: {why}"
     try:
-        client = ch.connect(clickhouse)
         seeds = load_seeds(lambda sql: client.query(sql).result_rows, clickhouse.database, slos, cutoff_us)
     except Exception as exc:  # the store is optional for the processor: alerting goes on without it
         why = f"{type(exc).__name__}: {str(exc)[:300]}"

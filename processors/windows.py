@@ -303,6 +303,25 @@ class SlidingWindow:
                     self.le[j][slot] += 1
         return True
 
+    def merge(self, b: int, n: int, total: float, lo: float, hi: float, numerator: int = 0) -> None:
+        """Adds a whole bucket's aggregates (bucket index ``b``), as counted elsewhere: a store's rollup at
+        start (spike baselines). Only count, sum, extrema and numerator: no histograms or regression sums."""
+        slot = b % self.n
+        cur = self.idx[slot]
+        if cur != b:
+            if b < cur != EMPTY:
+                return
+            self._reset(slot, b)
+            if b > self.newest:
+                self.newest = b
+        self.cnt[slot] += n
+        self.sm[slot] += total
+        if self.lo is not None:
+            self.lo[slot] = min(self.lo[slot], lo)
+            self.hi[slot] = max(self.hi[slot], hi)  # type: ignore[index]
+        if self.num is not None:
+            self.num[slot] += numerator
+
     def _reset(self, slot: int, b: int) -> None:
         self.idx[slot] = b
         self.cnt[slot] = 0
