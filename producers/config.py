@@ -213,6 +213,22 @@ class AgentsConfig(StrictModel):
     scrape: ScrapeConfig = ScrapeConfig()
     otlp: OtlpConfig = OtlpConfig()
     syslog: SyslogConfig = SyslogConfig()
+    metrics_addr: str | None = Field(
+        None, description="host:port where `tocsin start agent` serves its inputs' counters as Prometheus /metrics "
+                          "(`tocsin_agent_*`, e.g. 127.0.0.1:9464); none: not served.")
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _addr(cls, v: str | None) -> str | None:
+        from tocsin.core.errors import ConfigError
+        from tocsin.core.promserve import parse_addr
+
+        if v is not None:
+            try:
+                parse_addr(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 class AgentSettings(Wiring, Protocol):
