@@ -45,7 +45,8 @@ class RedactConfig(StrictModel):
         description="Built-in patterns (tocsin.producers.redact); ipv4 and ipv6 only when listed; [] for none.",
     )
     patterns: list[RedactPatternConfig] = Field(default_factory=list, description="The site's own patterns.")
-    attributes: bool = Field(True, description="Redact attribute values too, not only the message.")
+    attributes: bool = Field(True, description="Redact attribute (and metric label) values too, not only "
+                                     "the message.")
     replacement: str = Field("[REDACTED:{name}]", description="What a match becomes; `{name}` is the pattern's.")
     max_regex_mem_bytes: int = Field(
         8 * MIB, ge=MIB, description="RE2's memory budget for the compiled patterns (its default is 8 MiB)."
