@@ -153,3 +153,20 @@ def test_the_agents_metrics_endpoint_counts_each_input_and_pattern(tocsin_config
 def test_counter_names_follow_prometheus_rules():
     assert metric_name("ack_ms_total") == "tocsin_agent_ack_ms"
     assert metric_name("dropped.level-x") == "tocsin_agent_dropped_level_x"
+
+
+def test_label_values_are_redacted_on_a_copy_and_dead_letter_bytes_byte_for_byte():
+    from tocsin.producers.redact import Redactor
+    from tocsin.producers.redaction_config import RedactConfig
+
+    r = Redactor(RedactConfig())
+    plain = {"route": "/pay", "code": "200"}
+    assert r.labels(plain) is plain
+    labels = {"user": EMAIL, "route": "/pay"}
+    assert r.labels(labels) == {"user": "[REDACTED:email]", "route": "/pay"} and labels["user"] == EMAIL
+    rec = {"message": "request", "attrs": {"Cookie": "sess=abc123"}}  # no hint but the attribute's name
+    r.record(rec)
+    assert rec["attrs"]["Cookie"] == "[REDACTED:secret]"
+    assert r.raw(b"\xff\xfe card " + CARD.encode()) == b"\xff\xfe card [REDACTED:card]"
+    assert r.raw(f"{EMAIL} \u00e9".encode()) == "[REDACTED:email] \u00e9".encode()
+    assert dict(r.counts) == {"email": 2, "secret": 1, "card": 1}
