@@ -30,6 +30,20 @@ def metric_name(counter: str) -> str:
     return PREFIX + _NOT_NAME.sub("_", counter).removesuffix("_total")
 
 
+def _stats(component: Any) -> dict[str, int]:
+    """The component's ``stats_dict()``; {} when it has none. Read from the scrape's thread while the component
+    runs, a dict it iterates can change size: tried again, and one input never fails the whole /metrics."""
+    stats = getattr(component, "stats_dict", None)
+    if stats is None:
+        return {}
+    for _ in range(3):
+        try:
+            return stats()
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return {}
+
+
 class AgentCollector:
     """Reads ``stats_dict()`` of every component ``components()`` returns, at each scrape.
 
@@ -45,10 +59,8 @@ class AgentCollector:
         redacted = CounterMetricFamily(f"{PREFIX}redacted", "Replacements made by redaction before sending, per "
                                        "input and pattern.", labels=["input", "pattern"])
         for component in list(self.components()):
-            stats = getattr(component, "stats_dict", None)
-            if stats is None:
-                continue
-            for key, value in sorted(stats().items()):
+            stats = _stats(component)
+            for key, value in sorted(stats.items()):
                 if key.startswith("redacted_"):
                     redacted.add_metric([component.name, key.removeprefix("redacted_")], value)
                 elif key in GAUGES:
