@@ -3,6 +3,8 @@
 Each configured component runs in its own thread; ``stop()`` stops them all
 and ``close()`` waits for them and releases them. A component that is not
 configured (no log inputs, ``metrics.enabled: false``...) is not started.
+With ``agents.metrics_addr`` the inputs' counters are served as Prometheus
+metrics there (``tocsin.producers.agentmetrics``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 
+from prometheus_client import CollectorRegistry
+
 from tocsin.core.component import Component
+from tocsin.core.errors import ConfigError
+from tocsin.core.promserve import MetricsServer
+from tocsin.producers.agentmetrics import AgentCollector
 from tocsin.producers.config import AgentSettings
 
 log = logging.getLogger("tocsin.agent")
@@ -28,6 +35,7 @@ class AgentService(Component):
         self.components: list[Component] = []
         self._threads: list[threading.Thread] = []
         self.failures: dict[str, str] = {}
+        self.metrics_server: MetricsServer | None = None
 
     def start(self) -> None:
         if self.components:
@@ -57,6 +65,16 @@ class AgentService(Component):
             from tocsin.producers.inputs.syslog import SyslogInput
 
             self.components.append(SyslogInput(self.cfg))
+        if agents.metrics_addr and self.metrics_server is None:
+            registry = CollectorRegistry()  # the agent's own: other services in the process keep theirs
+            registry.register(AgentCollector(lambda: self.components))
+            server = MetricsServer(agents.metrics_addr, registry, what="agent")
+            try:
+                server.start()
+            except OSError as exc:
+                raise ConfigError(f"agents.metrics_addr: cannot listen on {agents.metrics_addr} ({exc}); "
+                                  "pick a free port or unset it") from exc
+            self.metrics_server = server
         for component in self.components:
             component.start()
 
@@ -90,6 +108,8 @@ class AgentService(Component):
             component.stop()
 
     def _release(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         for component in self.components:
             component.stop()
         for thread in self._threads:

@@ -27,55 +27,11 @@ from pydantic import Field, field_validator, model_validator
 
 from tocsin.core.config import StrictModel, Wiring
 from tocsin.producers.inputs.config import OtlpConfig, ScrapeConfig, SyslogConfig
+from tocsin.producers.redaction_config import RedactBuiltin as RedactBuiltin  # re-exported: the old home
+from tocsin.producers.redaction_config import RedactConfig
+from tocsin.producers.redaction_config import RedactPatternConfig as RedactPatternConfig
 
 MIB = 1 << 20
-
-RedactBuiltin = Literal["card", "email", "authorization", "bearer", "secret", "ipv4", "ipv6"]
-
-
-class RedactPatternConfig(StrictModel):
-    """A pattern of the site's own to redact (an RE2 regex: linear time, no backreferences or lookaround)."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$", description="Counter name (`redacted_<name>`).")
-    regex: str = Field(min_length=1, description="RE2 syntax, e.g. `\\bCUST-\\d{8}\\b`.")
-
-    @field_validator("regex")
-    @classmethod
-    def _regex(cls, v: str) -> str:
-        import re2
-
-        try:
-            compiled = re2.compile(v)
-        except re2.error as exc:
-            raise ValueError(f"not an RE2 regex ({exc}); RE2 has no backreferences or lookaround") from None
-        if compiled.search(""):
-            raise ValueError("matches the empty string: it would redact between every character")
-        return v
-
-
-class RedactConfig(StrictModel):
-    """Redaction of an input's messages and attribute values before anything leaves the host."""
-
-    builtin: list[RedactBuiltin] = Field(
-        default_factory=lambda: ["card", "email", "authorization", "bearer", "secret"],
-        description="Built-in patterns (tocsin.producers.redact); ipv4 and ipv6 only when listed; [] for none.",
-    )
-    patterns: list[RedactPatternConfig] = Field(default_factory=list, description="The site's own patterns.")
-    attributes: bool = Field(True, description="Redact attribute values too, not only the message.")
-    replacement: str = Field("[REDACTED:{name}]", description="What a match becomes; `{name}` is the pattern's.")
-    max_regex_mem_bytes: int = Field(
-        8 * MIB, ge=MIB, description="RE2's memory budget for the compiled patterns (its default is 8 MiB)."
-    )
-
-    @field_validator("replacement")
-    @classmethod
-    def _replacement(cls, v: str) -> str:
-        try:
-            v.format(name="x")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"may only use {{name}}: {exc}") from None
-        return v
-
 
 def _re2_list(patterns: list[str]) -> list[str]:
     import re2
@@ -257,6 +213,22 @@ class AgentsConfig(StrictModel):
     scrape: ScrapeConfig = ScrapeConfig()
     otlp: OtlpConfig = OtlpConfig()
     syslog: SyslogConfig = SyslogConfig()
+    metrics_addr: str | None = Field(
+        None, description="host:port where `tocsin start agent` serves its inputs' counters as Prometheus /metrics "
+                          "(`tocsin_agent_*`, e.g. 127.0.0.1:9464); none: not served.")
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _addr(cls, v: str | None) -> str | None:
+        from tocsin.core.errors import ConfigError
+        from tocsin.core.promserve import parse_addr
+
+        if v is not None:
+            try:
+                parse_addr(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 class AgentSettings(Wiring, Protocol):

@@ -1,7 +1,8 @@
 """Redaction on the host: secrets and personal data are replaced before an event is encoded and sent.
 
-Per input (``agents.logship.inputs[].redact``), over the message and every
-attribute value. Built-in patterns, each confirmed where a pattern alone
+Per input (``agents.logship.inputs[].redact``, ``agents.otlp.redact``,
+``agents.syslog.redact``, ``agents.scrape.redact``), over the message and every
+attribute or label value, and over what an input dead-letters. Built-in patterns, each confirmed where a pattern alone
 would be too eager:
 
 =================  ============================================================  =======================
@@ -21,7 +22,9 @@ An attribute whose *name* is a secret's (``password``, ``authorization``,
 (``google-re2``: linear time, so a hostile line cannot make a pattern
 backtrack for minutes); all patterns run as one alternation, one pass per
 string. Every replacement is counted per pattern (``counts``), and those
-counters are part of the shipper's metrics (``redacted_<name>``).
+counters are part of each input's metrics (``redacted_<name>`` in its
+``stats_dict()``; ``tocsin_agent_redacted_total{input, pattern}`` on the agent's
+``metrics_addr``).
 
 Cost: RE2's Python binding costs several µs a call even on short strings, so
 with built-ins only, a record goes through RE2 only when a cheap, linear hint
@@ -35,12 +38,13 @@ from __future__ import annotations
 import collections
 import ipaddress
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import re2
 
-from tocsin.producers.config import RedactConfig
+from tocsin.producers.redaction_config import RedactConfig
 
 # The key names of secret pairs and attributes; a pair is key, then = or :, then the value.
 _SECRET_NAMES = "password|passwd|pwd|secret|client_secret|token|access_token|refresh_token|api_key|apikey"
@@ -65,13 +69,17 @@ _DIGIT_RUN = re.compile(r"\d[\d -]{11,}\d")
 _DOT_QUAD = re.compile(r"\d\.\d")
 _HEX_COLONS = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _KEYWORDS: dict[str, tuple[str, ...]] = {
-    "authorization": ("authorization",), "bearer": ("bearer",), "secret": tuple(_SECRET_NAMES.split("|")),
+    # Every secret name contains one of these (password and passwd "passw", access_token "token"...).
+    "authorization": ("authorization",), "bearer": ("bearer",),
+    "secret": ("passw", "pwd", "secret", "token", "api_key", "apikey"),
 }
 
 
-def _hint(builtins: list[str]) -> Callable[[str], bool]:
+def _hint(builtins: list[str], extra_keywords: tuple[str, ...] = ()) -> Callable[[str], bool]:
     """A test that is False only when no built-in in ``builtins`` can match anywhere in the string."""
-    keywords = tuple(k for name in builtins for k in _KEYWORDS.get(name, ()))
+    found = dict.fromkeys((*(k for name in builtins for k in _KEYWORDS.get(name, ())), *extra_keywords))
+    # A keyword containing another is redundant ("proxy-authorization"): fewer substring scans a string.
+    keywords = tuple(k for k in found if not any(o != k and o in k for o in found))
     card, email = "card" in builtins, "email" in builtins
     ipv4, ipv6 = "ipv4" in builtins, "ipv6" in builtins
 
@@ -80,8 +88,9 @@ def _hint(builtins: list[str]) -> Callable[[str], bool]:
             return True
         if keywords:
             low = text.lower()
-            if any(k in low for k in keywords):
-                return True
+            for k in keywords:  # a plain loop: any() over a generator costs more than the scans
+                if k in low:
+                    return True
         return bool((card and _DIGIT_RUN.search(text)) or (ipv4 and _DOT_QUAD.search(text))
                     or (ipv6 and _HEX_COLONS.search(text)))
 
@@ -158,8 +167,11 @@ class Redactor:
         self._marks = [cfg.replacement.format(name=n) for n in names]
         self._replace = [_REPLACE.get(n) if n in BUILTINS else None for n in names]
         self._secret_attrs = "secret" in cfg.builtin and cfg.attributes
-        # Without user patterns, a record none of whose strings has a hint cannot match: skip RE2.
-        self._hint = _hint(list(cfg.builtin)) if cfg.builtin and not cfg.patterns else None
+        self._count_lock = threading.Lock()  # an OTLP receiver redacts on several threads at once
+        # Without user patterns, a record none of whose strings has a hint cannot match: skip RE2. The hint
+        # runs over attribute names too, so it also looks for the secret attribute names no built-in has.
+        extra = ("authorization", "cookie") if self._secret_attrs else ()
+        self._hint = _hint(list(cfg.builtin), extra) if cfg.builtin and not cfg.patterns else None
         self._secret_mark = cfg.replacement.format(name="secret")
         # One alternation, each pattern in a group of its own (RE2: leftmost match, then the first pattern
         # listed); a user pattern's own groups shift the numbers, so each pattern's group index is computed.
@@ -187,7 +199,8 @@ class Redactor:
         out = self._marks[i] if replace is None else replace(text, self._marks[i])
         if out is None:
             return text
-        self.counts[self._names[i]] += 1
+        with self._count_lock:
+            self.counts[self._names[i]] += 1
         return out
 
     def text(self, value: str) -> str:
@@ -209,12 +222,52 @@ class Redactor:
                 return
         rec["message"] = self.text(rec["message"])
         if attrs and self.cfg.attributes:
-            for key, value in attrs.items():
-                if self._secret_attrs and value and key.lower() in _SECRET_ATTRS:
-                    attrs[key] = self._secret_mark
-                    self.counts["secret"] += 1
-                else:
-                    attrs[key] = self.text(value)
+            self._values(attrs)
+
+    def values(self, attrs: dict[str, str]) -> bool:
+        """Redacts attribute (or metric label) values in place; True when one changed."""
+        if self._regex is None or not attrs or not self.cfg.attributes:
+            return False
+        if self._hint is not None and not self._hint("\n".join((*attrs, *attrs.values()))):
+            return False
+        return self._values(attrs)
+
+    def labels(self, labels: dict[str, str]) -> dict[str, str]:
+        """``labels`` with its values redacted: the same dict when nothing matched, else a redacted copy."""
+        if self._regex is None or not labels or not self.cfg.attributes:
+            return labels
+        if self._hint is not None and not self._hint("\n".join((*labels, *labels.values()))):
+            return labels
+        out = dict(labels)
+        return out if self._values(out) else labels
+
+    def raw(self, data: bytes) -> bytes:
+        """Bytes (a dead letter's payload) redacted as text: UTF-8 when it decodes, else byte for byte (latin-1)."""
+        if self._regex is None or not data:
+            return data
+        try:
+            text, encoding = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = data.decode("latin-1"), "latin-1"
+        if self._hint is not None and not self._hint(text):
+            return data
+        out = self.text(text)
+        return data if out == text else out.encode(encoding, "replace")
+
+    def _values(self, attrs: dict[str, str]) -> bool:
+        changed = False
+        for key, value in attrs.items():
+            if self._secret_attrs and value and key.lower() in _SECRET_ATTRS:
+                new = self._secret_mark
+                if value != new:
+                    with self._count_lock:
+                        self.counts["secret"] += 1
+            else:
+                new = self.text(value)
+            if new != value:
+                attrs[key] = new
+                changed = True
+        return changed
 
 
 def _scoped(source: str) -> str:

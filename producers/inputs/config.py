@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from tocsin.core.config import StrictModel
+from tocsin.producers.redaction_config import RedactConfig
 
 MIB = 1 << 20
 
@@ -109,6 +110,8 @@ class ScrapeConfig(StrictModel):
     max_pending_events: int = Field(200_000, ge=1000, description="Unacknowledged events kept for retry while "
                                     "Kafka is down; beyond it the oldest are dropped and counted.")
     ack_timeout_s: float = Field(10.0, gt=0, description="How long a scrape's events wait for Kafka's ack.")
+    redact: RedactConfig = Field(default_factory=RedactConfig, description="What is redacted in label values "
+                                 "(and dead-lettered samples) before sending.")
 
     @field_validator("quantiles")
     @classmethod
@@ -146,6 +149,8 @@ class OtlpConfig(StrictModel):
                                    description="Quantiles computed from histogram buckets.")
     ack_timeout_s: float = Field(10.0, gt=0, description="How long a request waits for Kafka's ack before 503.")
     retry_after_s: int = Field(5, ge=1, description="Retry-After of 429 and 503 answers.")
+    redact: RedactConfig = Field(default_factory=RedactConfig, description="What is redacted in log bodies, "
+                                 "attribute and label values (resource's too) before sending.")
 
 
 class SyslogConfig(StrictModel):
@@ -168,6 +173,8 @@ class SyslogConfig(StrictModel):
     batch_max: int = Field(500, ge=1, description="Messages published (and acknowledged) together.")
     batch_wait_s: float = Field(0.05, gt=0, description="How long a partial batch waits for more.")
     ack_timeout_s: float = Field(10.0, gt=0, description="How long a batch waits for Kafka's ack before retrying.")
+    redact: RedactConfig = Field(default_factory=RedactConfig, description="What is redacted in messages and "
+                                 "structured-data values before sending.")
 
     @model_validator(mode="after")
     def _some_port(self) -> SyslogConfig:

@@ -7,7 +7,9 @@ when absent), ``host.name`` its host (the peer's address when absent); the other
 17-20 ERROR, 21-24 CRITICAL; ``severity_text`` when the number is unset), its scope name the logger,
 its body the message. Metrics as the scrape input does (``series``): gauges and non-monotonic sums as
 they are, monotonic sums as ``<name>_per_s``, histograms (explicit and exponential) and summaries as
-one MetricEvent per quantile with a ``quantile`` label plus ``<name>_count_per_s``.
+one MetricEvent per quantile with a ``quantile`` label plus ``<name>_count_per_s``. Before anything is
+encoded, ``otlp.redact`` (``tocsin.producers.redact``) rewrites a log's message and attribute values
+(the resource's included), a point's label values, and what is dead-lettered.
 
 Answers, as the OTLP/HTTP specification's retry rules want them:
 
@@ -49,7 +51,14 @@ from tocsin.core.errors import KafkaError
 from tocsin.core.events import LOG_EVENT, METRIC_EVENT, now_us
 from tocsin.producers.config import AgentSettings
 from tocsin.producers.inputs.config import OtlpConfig
-from tocsin.producers.inputs.publish import AckedPublisher, InputCounters, Record, content_id
+from tocsin.producers.inputs.publish import (
+    AckedPublisher,
+    InputCounters,
+    Record,
+    content_id,
+    input_stats,
+    redactor_of,
+)
 from tocsin.producers.inputs.series import LruTracker, histogram_quantile
 
 log = logging.getLogger("tocsin.otlp")
@@ -142,6 +151,10 @@ class OtlpMapper:
         self.service = settings.service or service
         self.tracker = LruTracker()
         self.counters = InputCounters()
+        self.redactor = redactor_of(settings.redact)
+        # Label values are redacted where they are published; the trackers keep the originals as keys, so
+        # two series that differ only in a redacted value keep their own rates.
+        self._shown = self.redactor.labels if self.redactor is not None else _same
 
     def decode(self, kind: str, body: bytes, content_type: str) -> Any:
         message = ExportLogsServiceRequest() if kind == "logs" else ExportMetricsServiceRequest()
@@ -207,12 +220,15 @@ class OtlpMapper:
                     if rec.severity_text:
                         attrs.setdefault("severity_text", rec.severity_text[:64])
                     ts_ns = rec.time_unix_nano or rec.observed_time_unix_nano
-                    out.append({
+                    event = {
                         "event_id": f"{body_id[:24]}{i:08x}", "ts": ts_ns // 1000 if ts_ns else now_us(),
                         "service": service, "host": host, "level": level_of(rec.severity_number, rec.severity_text),
                         "logger": sl.scope.name[:256], "message": message,
                         "trace_id": rec.trace_id.hex() if rec.trace_id else None, "attrs": attrs,
-                    })
+                    }
+                    if self.redactor is not None:
+                        self.redactor.record(event)
+                    out.append(event)
         return out
 
     # -- metrics ----------------------------------------------------------------------------------------
@@ -222,6 +238,7 @@ class OtlpMapper:
         out: list[dict[str, Any]] = []
         refused: list[tuple[str, str]] = []
         seq = [0]
+        shown = self._shown  # labels as published: redacted once per data point
 
         def emit(service: str, host: str, name: str, labels: dict[str, str], value: float, ts_ns: int,
                  unit: str) -> None:
@@ -243,8 +260,8 @@ class OtlpMapper:
                         points = metric.gauge.data_points if kind == "gauge" else metric.sum.data_points
                         for p in points:
                             v = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
-                            emit(service, host, name, self._attrs(res_attrs, p.attributes), v, p.time_unix_nano,
-                                 unit)
+                            emit(service, host, name, shown(self._attrs(res_attrs, p.attributes)), v,
+                                 p.time_unix_nano, unit)
                     elif kind == "sum":
                         delta = metric.sum.aggregation_temporality == _DELTA
                         for p in metric.sum.data_points:
@@ -252,16 +269,17 @@ class OtlpMapper:
                             labels = self._attrs(res_attrs, p.attributes)
                             rate = self._rate(key_base, labels, p, v, delta)
                             if rate is not None:
-                                emit(service, host, f"{name}_per_s", labels, rate, p.time_unix_nano, "per_s")
+                                emit(service, host, f"{name}_per_s", shown(labels), rate, p.time_unix_nano, "per_s")
                     elif kind in ("histogram", "exponential_histogram"):
                         hist = getattr(metric, kind)
                         delta = hist.aggregation_temporality == _DELTA
                         for p in hist.data_points:
                             labels = self._attrs(res_attrs, p.attributes)
+                            public = shown(labels)
                             try:
                                 buckets = (_explicit_buckets(p) if kind == "histogram" else _exponential_buckets(p))
                             except ValueError as exc:
-                                refused.append((f"{name}{labels}", f"histogram {name}: {exc}"))
+                                refused.append((f"{name}{public}", f"histogram {name}: {exc}"))
                                 continue
                             key = (*key_base, tuple(sorted(labels.items())))
                             inc = buckets if delta else self.tracker.increase(key, p.time_unix_nano / 1e9, buckets)
@@ -269,14 +287,14 @@ class OtlpMapper:
                                 for q in self.settings.quantiles:
                                     qv = histogram_quantile(q, inc)
                                     if qv is not None:
-                                        emit(service, host, name, {**labels, "quantile": f"{q:g}"}, qv,
+                                        emit(service, host, name, {**public, "quantile": f"{q:g}"}, qv,
                                              p.time_unix_nano, unit)
                             rate = self._rate((*key_base, "count"), labels, p, float(p.count), delta)
                             if rate is not None:
-                                emit(service, host, f"{name}_count_per_s", labels, rate, p.time_unix_nano, "per_s")
+                                emit(service, host, f"{name}_count_per_s", public, rate, p.time_unix_nano, "per_s")
                     elif kind == "summary":
                         for p in metric.summary.data_points:
-                            labels = self._attrs(res_attrs, p.attributes)
+                            labels = shown(self._attrs(res_attrs, p.attributes))
                             for qv in p.quantile_values:
                                 emit(service, host, name, {**labels, "quantile": f"{qv.quantile:g}"}, qv.value,
                                      p.time_unix_nano, unit)
@@ -290,6 +308,10 @@ class OtlpMapper:
             dt = (p.time_unix_nano - p.start_time_unix_nano) / 1e9
             return value / dt if dt > 0 else None
         return self.tracker.rate((*key_base, tuple(sorted(labels.items()))), p.time_unix_nano / 1e9, value)
+
+
+def _same(labels: dict[str, str]) -> dict[str, str]:
+    return labels
 
 
 def _explicit_buckets(p: Any) -> list[tuple[float, float]]:
@@ -389,11 +411,15 @@ class OtlpReceiver(Component):
         self.settings = cfg.agents.otlp
         self.mapper = OtlpMapper(self.settings, cfg.agents.service)
         self.counters = self.mapper.counters
-        self.publisher = AckedPublisher(cfg.kafka, "otlp", self.settings.ack_timeout_s)
+        self.publisher = AckedPublisher(cfg.kafka, "otlp", self.settings.ack_timeout_s, self.mapper.redactor)
         self._busy = threading.BoundedSemaphore(self.settings.max_concurrent_requests)
         self._server: _Server | None = None
         token = self.settings.bearer_token
         self._auth = f"Bearer {token.get_secret_value()}" if token is not None else None
+
+    def stats_dict(self) -> dict[str, int]:
+        """The receiver's counters and its replacements per pattern (``redacted_<name>``): the agent's metrics."""
+        return input_stats(self.counters, self.mapper.redactor)
 
     @property
     def url(self) -> str:

@@ -9,8 +9,8 @@ reading the connection. A record that timed out may still land later, so a
 retried request can be stored twice; the inputs derive event ids from the
 content where they can, so downstream stores keep one.
 
-Dead letters go to ``tocsin.deadletter`` with ``tocsin.core.kafka.deadletter_headers``:
-the reason, the input as source topic (``otlp:/v1/logs``, ``syslog:udp``...),
+Dead letters go, redacted like the events (``redactor``), to ``tocsin.deadletter`` with
+``tocsin.core.kafka.deadletter_headers``: the reason, the input as source topic (``otlp:/v1/logs``, ``syslog:udp``...),
 partition and offset -1 (there is no Kafka origin) and the stage ``agent.<input>``.
 """
 
@@ -26,6 +26,8 @@ from typing import Any
 from tocsin.core import kafka as kafka_api
 from tocsin.core.config import KafkaConfig
 from tocsin.core.errors import EncodeError, KafkaError
+from tocsin.producers.redact import Redactor
+from tocsin.producers.redaction_config import RedactConfig
 from tocsin.schemas.codec import BATCH_OF, default_codec
 
 log = logging.getLogger("tocsin.inputs")
@@ -75,6 +77,22 @@ class InputCounters:
             return dict(self.values)
 
 
+def redactor_of(cfg: RedactConfig) -> Redactor | None:
+    """The input's redactor, or None when it is configured to redact nothing (no cost on the hot path)."""
+    redactor = Redactor(cfg)
+    return redactor if redactor.active else None
+
+
+def input_stats(counters: InputCounters, *redactors: Redactor | None) -> dict[str, int]:
+    """An input's counters as the log shipper's ``stats_dict()`` has them: replacements as ``redacted_<name>``."""
+    out = counters.snapshot()
+    for redactor in redactors:
+        if redactor is not None:
+            for name, n in list(redactor.counts.items()):
+                out[f"redacted_{name}"] = out.get(f"redacted_{name}", 0) + n
+    return out
+
+
 class AckedPublisher:
     """A producer shared by one input's threads; ``publish`` blocks until every record is acknowledged.
 
@@ -82,8 +100,10 @@ class AckedPublisher:
     >>> pub.publish([pub.event("tocsin.logs", "LogEvent", rec)])  # doctest: +SKIP
     """
 
-    def __init__(self, kafka: KafkaConfig, stage: str, ack_timeout_s: float = 10.0) -> None:
+    def __init__(self, kafka: KafkaConfig, stage: str, ack_timeout_s: float = 10.0,
+                 redactor: Redactor | None = None) -> None:
         self.kafka = kafka
+        self.redactor = redactor  # dead letters carry the input as it came: redacted like the events
         self.stage = f"agent.{stage}"
         self.ack_timeout_s = ack_timeout_s
         self.codec = default_codec()
@@ -113,6 +133,8 @@ class AckedPublisher:
     def dead(self, source: str, raw: bytes, reason: str, key: bytes = b"") -> Record:
         """A dead letter: the bad input (truncated) with why it was refused and where it came from."""
         headers = kafka_api.deadletter_headers(reason, source, -1, -1, self.stage)
+        if self.redactor is not None:
+            raw = self.redactor.raw(raw)
         if len(raw) > MAX_DEADLETTER_BYTES:
             headers.append(("truncated_from", str(len(raw)).encode()))
             raw = raw[:MAX_DEADLETTER_BYTES]

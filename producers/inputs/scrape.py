@@ -9,7 +9,9 @@ What is published for each sample after relabelling (``series`` has the why):
   since the previous scrape, and ``<name>_count_per_s``; an interval without observations publishes no quantile;
 * summary: its quantiles as they are, ``<name>_count_per_s`` and ``<name>_sum_per_s``.
 
-Every sample carries ``job`` (the target's name) and ``instance`` (host:port of its URL). Each scrape
+Label values are redacted (``scrape.redact``, ``tocsin.producers.redact``) before anything is encoded,
+dead-lettered samples and expositions included. Every sample carries ``job`` (the target's name) and
+``instance`` (host:port of its URL). Each scrape
 also publishes ``up`` (1 or 0) and a HealthEvent ``scrape:<job>``: healthy, or unhealthy with the
 reason (refused, timeout, HTTP status, bad exposition, limits). An absence rule on
 ``{check: "scrape:<job>", status: healthy}`` alerts when a target stops answering.
@@ -21,8 +23,10 @@ A malformed exposition or a sample over the limits is dead-lettered with the rea
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -39,13 +43,24 @@ from tocsin.core.errors import KafkaError
 from tocsin.core.events import HEALTH_EVENT, METRIC_EVENT, new_event_id
 from tocsin.producers.config import AgentSettings
 from tocsin.producers.inputs.config import RelabelRule, ScrapeConfig, ScrapeTargetConfig
-from tocsin.producers.inputs.publish import AckedPublisher, InputCounters, Record, content_id
+from tocsin.producers.inputs.publish import (
+    AckedPublisher,
+    InputCounters,
+    Record,
+    content_id,
+    input_stats,
+    redactor_of,
+)
 from tocsin.producers.inputs.series import CumulativeTracker, histogram_quantile
+from tocsin.producers.redact import Redactor
 
 log = logging.getLogger("tocsin.scrape")
 ACCEPT = "application/openmetrics-text;version=1.0.0;q=0.9,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 """What Prometheus 2.x asks for: OpenMetrics first, the classic text format otherwise."""
 _CHUNK = 64 * 1024
+_ID_KEY = os.urandom(16)
+"""Keys the digest of redacted label values in an event id: distinct series keep distinct ids, and the id
+cannot be checked against guessed values (a plain hash of an e-mail address can)."""
 
 
 class ScrapeError(Exception):
@@ -90,8 +105,9 @@ class TargetScraper:
     """Scrapes one target and converts what it exposes; ``scrape_once`` is one turn (no Kafka)."""
 
     def __init__(self, target: ScrapeTargetConfig, settings: ScrapeConfig, service: str,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, redactor: Redactor | None = None) -> None:
         self.target = target
+        self.redactor = redactor
         self.settings = settings
         self.service = target.service or service
         url = urlparse(target.url)
@@ -228,6 +244,13 @@ class TargetScraper:
         if kept is None:
             return
         name, labels = kept
+        private = ""
+        if self.redactor is not None:  # the sample's own label values; the target's are the site's config
+            public = self.redactor.labels(labels)
+            if public is not labels:
+                private = hashlib.blake2b(repr(sorted(labels.items())).encode(), key=_ID_KEY,
+                                          digest_size=16).hexdigest()
+                labels = public
         labels = {**labels, **self.target.labels, "job": self.target.name, "instance": self.instance}
         if len(labels) > self.settings.max_labels:
             refused.append((f"{name}{labels}", f"{len(labels)} labels exceed max_labels ({self.settings.max_labels})"))
@@ -237,7 +260,7 @@ class TargetScraper:
             refused.append((f"{name}{labels}", f"a label value is longer than max_label_value_bytes ({limit})"))
             return
         ts_us = int((_ts(sample_ts) or now) * 1_000_000)
-        out.append({"event_id": content_id("scrape", self.target.name, name, sorted(labels.items()), ts_us),
+        out.append({"event_id": content_id("scrape", self.target.name, name, sorted(labels.items()), ts_us, private),
                     "ts": ts_us, "service": self.service, "host": self.host, "name": name, "value": float(value),
                     "unit": unit, "labels": labels})
 
@@ -278,8 +301,10 @@ class ScrapeInput(Component):
         super().__init__()
         self.cfg = cfg
         self.settings = cfg.agents.scrape
-        self.scrapers = [TargetScraper(t, self.settings, cfg.agents.service) for t in self.settings.targets]
-        self.publisher = AckedPublisher(cfg.kafka, "scrape", self.settings.ack_timeout_s)
+        self.redactor = redactor_of(self.settings.redact)  # shared by the targets' threads (its counts are locked)
+        self.scrapers = [TargetScraper(t, self.settings, cfg.agents.service, redactor=self.redactor)
+                         for t in self.settings.targets]
+        self.publisher = AckedPublisher(cfg.kafka, "scrape", self.settings.ack_timeout_s, self.redactor)
         self.counters = InputCounters()
         self._pending: deque[Record] = deque()
         self._pending_lock = threading.Lock()
@@ -352,6 +377,10 @@ class ScrapeInput(Component):
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def stats_dict(self) -> dict[str, int]:
+        """The input's counters and its replacements per pattern (``redacted_<name>``): the agent's metrics."""
+        return input_stats(self.counters, self.redactor)
 
     def _loop(self, scraper: TargetScraper) -> None:
         interval = scraper.target.interval_s

@@ -13,7 +13,8 @@ Parsing is hand-written: both grammars are a dozen fields, and the PyPI parsers 
 
 Mapping: the service is the app-name/tag (``service_from: app_name``) or ``syslog.service``; the level
 comes from the severity (0-2 CRITICAL, 3 ERROR, 4 WARNING, 5-6 INFO, 7 DEBUG); facility, severity,
-procid, msgid, peer and transport are attrs.
+procid, msgid, peer and transport are attrs. ``syslog.redact`` rewrites the message and the attribute values
+(structured data included), and what is dead-lettered, before anything is encoded.
 
 Delivery: messages are published in batches with ``acks=all``; a batch that Kafka did not acknowledge
 is retried until it is. **UDP is at most once**: a datagram lost on the network, or arriving while the
@@ -41,7 +42,7 @@ from tocsin.core.errors import KafkaError
 from tocsin.core.events import LOG_EVENT, new_event_id, now_us
 from tocsin.producers.config import AgentSettings
 from tocsin.producers.inputs.config import SyslogConfig
-from tocsin.producers.inputs.publish import AckedPublisher, InputCounters, Record
+from tocsin.producers.inputs.publish import AckedPublisher, InputCounters, Record, input_stats, redactor_of
 
 log = logging.getLogger("tocsin.syslog")
 LEVELS = ("CRITICAL", "CRITICAL", "CRITICAL", "ERROR", "WARNING", "INFO", "INFO", "DEBUG")
@@ -194,7 +195,8 @@ class SyslogInput(Component):
         self.cfg = cfg
         self.settings: SyslogConfig = cfg.agents.syslog
         self.service = self.settings.service or cfg.agents.service
-        self.publisher = AckedPublisher(cfg.kafka, "syslog", self.settings.ack_timeout_s)
+        self.redactor = redactor_of(self.settings.redact)
+        self.publisher = AckedPublisher(cfg.kafka, "syslog", self.settings.ack_timeout_s, self.redactor)
         self.counters = InputCounters()
         self._queue: queue.Queue[tuple[bytes, str, str, str | None]] = queue.Queue(self.settings.queue_max_messages)
         self._udp: socket.socket | None = None
@@ -312,6 +314,7 @@ class SyslogInput(Component):
         events: dict[str, list[dict[str, Any]]] = {}
         now = time.time()
         limit = self.settings.max_message_bytes
+        redact = self.redactor.record if self.redactor is not None else None
         for raw, peer, transport, refused in items:
             source = f"syslog:{transport}"
             if refused is not None:
@@ -335,6 +338,8 @@ class SyslogInput(Component):
             event = {"event_id": new_event_id(), "ts": fields["ts"] or now_us(), "service": service[:256],
                      "host": fields["host"][:256], "level": fields["level"], "logger": app[:256],
                      "message": fields["message"], "trace_id": None, "attrs": attrs}
+            if redact is not None:
+                redact(event)
             events.setdefault(source, []).append(event)
         for source, batch in events.items():
             recs, bad = pub.encode_all(topic, LOG_EVENT, batch, source)
@@ -382,6 +387,10 @@ class SyslogInput(Component):
     @property
     def stall_after_s(self) -> float:
         return max(self.STALL_AFTER_S, 6 * self.settings.ack_timeout_s)
+
+    def stats_dict(self) -> dict[str, int]:
+        """The listener's counters and its replacements per pattern (``redacted_<name>``): the agent's metrics."""
+        return input_stats(self.counters, self.redactor)
 
     def run(self) -> None:
         self.start()
