@@ -89,6 +89,8 @@ def incident(store: Any, alert_id: str) -> dict[str, Any] | None:
                       "ended_at"), r, strict=False)) for r in res.rows]
     last = rows[-1]
     ended = next((r["ended_at"] for r in reversed(rows) if r["ended_at"]), None)
+    if ended is None and last["state"] == "resolved":
+        ended = last["ts"]
     return {"rule": str(last["rule"]), "service": str(last["service"]), "labels": dict(last["labels"] or {}),
             "state": str(last["state"]), "severity": str(last["severity"]),
             "started_us": _us(rows[0]["started_at"]), "ended_us": _us(ended) if ended else None,
@@ -103,7 +105,8 @@ def _series_sql(db: str, spec: dict[str, Any] | None, labels: dict[str, str]) ->
     aggregate = spec.get("aggregate") or "count"
     window_min = max(1, min(MAX_WINDOW_MIN, math.ceil(float(spec.get("window") or 60) / 60)))
     params: dict[str, Any] = {"service": labels.get("service", ""), "w": window_min}
-    spread = "arrayJoin(range({w:UInt32})) AS k, addMinutes(minute, k) AS at"
+    # each minute's row counts in the windows ending 1..w minutes after its start: ``at`` is a window's end
+    spread = "arrayJoin(range({w:UInt32})) AS k, addMinutes(minute, k + 1) AS at"
     where = ("service = {service:String} AND minute >= toDateTime({lo:Int64}, 'UTC') "
              "AND minute <= toDateTime({hi:Int64}, 'UTC')")
     if spec.get("source") == "logs":
@@ -116,7 +119,7 @@ def _series_sql(db: str, spec: dict[str, Any] | None, labels: dict[str, str]) ->
         what = (f"{'/'.join(params['levels']) or 'all'} log lines "
                 f"{'per minute' if aggregate == 'rate_per_min' else 'counted'} over {window_min} min")
         sql = (f"SELECT at, {value} FROM (SELECT minute, events, {spread} FROM `{db}`.log_counts_1m "
-               f"WHERE {where}{level_sql}) WHERE at <= toDateTime({{hi:Int64}}, 'UTC') GROUP BY at ORDER BY at")
+               f"WHERE {where}{level_sql}) WHERE at <= toDateTime({{hi:Int64}} + 60, 'UTC') GROUP BY at ORDER BY at")
         return sql, params, what
     if spec.get("source") != "metrics":
         return None
@@ -146,7 +149,7 @@ def _series_sql(db: str, spec: dict[str, Any] | None, labels: dict[str, str]) ->
     what = f"{aggregate} of {name} over {window_min} min" if aggregate != "latest" else \
         f"{name} (each minute's average)"
     sql = (f"SELECT at, {value} FROM (SELECT minute, samples, value_sum, value_min, value_max, value_quantiles, "
-           f"{spread} FROM `{db}`.metrics_1m WHERE {where}) WHERE at <= toDateTime({{hi:Int64}}, 'UTC') "
+           f"{spread} FROM `{db}`.metrics_1m WHERE {where}) WHERE at <= toDateTime({{hi:Int64}} + 60, 'UTC') "
            "GROUP BY at ORDER BY at")
     return sql, params, what
 
@@ -167,11 +170,20 @@ def series(store: Any, inc: dict[str, Any], spec: dict[str, Any] | None, before_
         return doc
     sql, params, what = built
     w = int(params["w"])
-    params |= {"lo": lo // US - (w - 1) * 60, "hi": hi // US}
+    params |= {"lo": lo // US - w * 60, "hi": hi // US}
     res = store.query(sql, params)
     table = "log_counts_1m" if "log_counts_1m" in sql else "metrics_1m"
-    doc |= {"source": table, "what": what,
-            "points": [[_iso(_us(at)), _num(v)] for at, v in res.rows if _us(at) >= lo - 60 * US]}
+    # the window still open (its minute not over) is drawn at ``hi``: never a point in the future
+    points: dict[int, float | None] = {}
+    for at, v in res.rows:  # ordered by ``at``
+        ts = _us(at)
+        if ts >= lo:
+            points.setdefault(min(ts, hi), _num(v))  # past ``hi``: only the first (the open window's, "now")
+    if table == "log_counts_1m":  # no row: no line counted that minute, a zero (a metric without samples stays a gap)
+        first = -(-lo // (60 * US)) * 60 * US
+        for minute in range(first, hi + 1, 60 * US):
+            points.setdefault(minute, 0.0)
+    doc |= {"source": table, "what": what, "points": [[_iso(ts), points[ts]] for ts in sorted(points)]}
     return doc
 
 

@@ -76,12 +76,14 @@ def test_context_has_the_windowed_rate_the_thresholds_and_the_lines_around_the_s
     def minute(offset: int) -> str:
         return _iso(start + offset * MIN)
 
-    # before: 1 line a minute over a 5-minute window is 1/min; then 8 a minute, entering a minute at a time
-    assert at[minute(-1)] == pytest.approx(1.0)
-    assert at[minute(0)] == pytest.approx((4 * 1 + 8) / 5)
-    assert at[minute(4)] == pytest.approx(8.0)
-    assert at[minute(6)] == pytest.approx(8 * 3 / 5)
-    assert min(at) <= minute(-30) and max(at) >= minute(7)  # 30 min before the start to the resolve
+    # a point is the rate over the 5 minutes ending at it: none before the first line (a zero, not a gap),
+    # 1/min once 1 a minute fills the window, then 8 a minute entering a minute at a time
+    assert at[minute(-30)] == 0.0 and at[minute(-29)] == pytest.approx(1 / 5)
+    assert at[minute(0)] == pytest.approx(1.0)
+    assert at[minute(1)] == pytest.approx((4 * 1 + 8) / 5)
+    assert at[minute(5)] == pytest.approx(8.0)
+    assert at[minute(7)] == pytest.approx(8 * 3 / 5)
+    assert min(at) == minute(-30) and max(at) == minute(7)  # 30 min before the start to the resolve
     assert series["transitions"][0][1:] == [8.0, "critical"]
     logs = doc["logs"]
     assert logs["levels"] == ["ERROR", "CRITICAL"] and logs["limit"] == 20
