@@ -115,7 +115,8 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("started_at", _TS), ("ended_at", "Nullable(DateTime64(6, 'UTC'))"), ("resolved_by", _LC),
     ],
     # Written by sinks/notify/sink: one row per delivery attempt. status is one of
-    # sent|failed|retrying|silenced|inhibited|muted; http_status 0 when there was none.
+    # sent|failed|retrying|silenced|inhibited|muted|already_sent|dropped|unrouted (a LowCardinality string:
+    # new statuses need no migration); http_status 0 when there was none.
     "notifications": [
         ("event_id", _STR), ("ts", _TS), ("alert_event_id", _STR), ("alert_id", _STR), ("fingerprint", _STR),
         ("rule", _LC), ("service", _LC), ("severity", _LC), ("state", _LC), ("receiver", _LC),

@@ -2,8 +2,10 @@
 
 Rows go to ``{db}.notifications`` (schema in ``sinks/clickhouse/schema.py``):
 ``status`` is ``sent``, ``retrying`` (this attempt failed, another follows),
-``failed`` (final), ``silenced``, ``inhibited`` or ``muted`` (a time interval; the reason names it). Rows are written
-synchronously right after each attempt, so the window in which a crash can
+``failed`` (final), ``silenced``, ``inhibited``, ``muted`` (a time interval; the reason names it),
+``already_sent`` (a restart's check found it sent: skipped), ``dropped`` (send_resolved off, or cut from a
+webhook's payload by max_alerts) or ``unrouted`` (no route matched; receiver ""); ``error`` carries the reason.
+Rows are written synchronously right after each attempt, so the window in which a crash can
 forget a delivery is the few milliseconds between the receiver's answer and
 the insert. The client is shared by the receiver threads, hence the lock.
 """
@@ -93,7 +95,7 @@ class NotificationLog:
             raise StoreError(f"cannot read the notification log {self.table}: {exc}") from exc
 
     def already_sent(self, events: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
-        """alert_event_id -> receivers that were sent that transition (the restart check)."""
+        """alert_event_id -> receivers that were sent that transition, or dropped it (the restart check)."""
         evs = list(events)
         out: dict[str, set[str]] = {}
         for i in range(0, len(evs), QUERY_CHUNK):
@@ -101,7 +103,7 @@ class NotificationLog:
             since = min(int(e["ts"]) for e in chunk) - CLOCK_SKEW_US
             rows = self._query(
                 f"SELECT DISTINCT alert_event_id, receiver FROM {self.table} "
-                "WHERE ts >= fromUnixTimestamp64Micro({since:Int64}) AND status = 'sent' "
+                "WHERE ts >= fromUnixTimestamp64Micro({since:Int64}) AND status IN ('sent', 'dropped') "
                 "AND alert_event_id IN {ids:Array(String)}",
                 {"since": since, "ids": [str(e["event_id"]) for e in chunk]},
             )

@@ -247,11 +247,12 @@ class Group:
 
 @dataclass
 class Settlement:
-    """A transition decided for a receiver without (or before) a delivery: muted, already sent, or dropped."""
+    """A transition decided for a receiver without (or before) a delivery: muted, already sent, dropped, or
+    not routed at all (``unrouted``, receiver "")."""
 
     transition: Transition
     receiver: str
-    status: str  # silenced | inhibited | already_sent | dropped
+    status: str  # silenced | inhibited | muted | already_sent | dropped | unrouted
     group_key: str = ""
     reason: str = ""
 
@@ -307,11 +308,14 @@ class Router:
 
     def add(self, t: Transition, now: float, already_sent: set[str] | frozenset[str] = frozenset(),
             ) -> list[Settlement]:
-        """Routes one transition; returns the decisions made at once (already sent, dropped)."""
+        """Routes one transition; returns the decisions made at once (already sent, not routed)."""
         t.labels = alert_labels(t.event)
         self.inhibitor.update(t.fingerprint, t.labels if t.state == "firing" else None)
         settled: list[Settlement] = []
         targets = self.targets(t)
+        if not targets and (t.state == "firing" or t.event.get("previous_state") == "firing"):
+            why = "no receiver is configured" if self.root is None else "no route matched its labels"
+            settled.append(Settlement(t, "", "unrouted", "", why))  # recorded, so `tocsin why` can say so
         self._watch_escalation(t, [route for route, _ in targets])
         for route, receiver in targets:
             glabels = route.group_labels(t.labels)

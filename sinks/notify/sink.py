@@ -16,7 +16,7 @@ The loop, each turn:
 4. take finished deliveries back: each attempt was logged by the worker as
    it happened; settle the transitions they covered;
 5. commit, per partition, the offset below which every transition is settled
-   for every receiver (sent, finally failed, muted or not routed);
+   for every receiver (sent, finally failed, muted, dropped or not routed: each one a log row);
 6. pause the consumer while too many transitions are unsettled (backpressure).
 
 On start, and when partitions are assigned, the alerts changelog is read up
@@ -488,7 +488,12 @@ class NotifySink(Component):
         result = attempt.result
         status = "sent" if result.outcome == "sent" else ("failed" if attempt.final else "retrying")
         rc = self.ncfg.receiver(out.group.receiver)
-        rows = [LogRow(t.event, rc.name, rc.type, attempt.number, status, result.http_status, result.error,
+        # A webhook's max_alerts cuts alerts[]: the alerts past it were not in what the receiver got.
+        cap = getattr(rc, "max_alerts", 0)
+        cut = {a.fingerprint for a in out.alerts[cap:]} if cap and status == "sent" else set()
+        why_cut = f"left out of the payload: max_alerts {cap} (counted in truncatedAlerts)"
+        rows = [LogRow(t.event, rc.name, rc.type, attempt.number, "dropped" if t.fingerprint in cut else status,
+                       result.http_status, why_cut if t.fingerprint in cut else result.error,
                        attempt.duration_ms, out.group.key, out.id) for t in (*out.covered, *out.resent)]
         if status != "sent":
             log.warning("Notification attempt failed.", extra={
@@ -517,9 +522,10 @@ class NotifySink(Component):
     def _settle(self, settled: list[Settlement]) -> None:
         rows = []
         for s in settled:
-            if s.status in ("silenced", "inhibited", "muted"):
-                rc = self.ncfg.receiver(s.receiver)
-                rows.append(LogRow(s.transition.event, s.receiver, rc.type, 0, s.status, error=s.reason,
+            if s.status in ("silenced", "inhibited", "muted", "already_sent", "dropped", "unrouted"):
+                kind = self.ncfg.receiver(s.receiver).type if s.receiver else ""  # unrouted: no receiver
+                reason = s.reason or ("the log shows it sent before a restart" if s.status == "already_sent" else "")
+                rows.append(LogRow(s.transition.event, s.receiver, kind, 0, s.status, error=reason,
                                    group_key=s.group_key))
             self.counters[s.status] += 1
         if rows:
@@ -527,7 +533,7 @@ class NotifySink(Component):
             try:
                 self.log.write(rows)
             except StoreError:
-                log.exception("Recording muted transitions failed; they stay muted, unrecorded.")
+                log.exception("Recording decided transitions failed; they stay decided, unrecorded.")
         for s in settled:
             self._settle_one(s.transition, s.receiver)
 
@@ -729,7 +735,8 @@ class NotifyCollector:
             queued.add_metric([name], r["queued"])
         transitions = CounterMetricFamily(f"{prefix}_transitions", "Alert transitions consumed, by decision.",
                                           labels=["decision"])
-        for decision in ("transitions", "silenced", "inhibited", "muted", "already_sent", "dropped", "deadlettered"):
+        for decision in ("transitions", "silenced", "inhibited", "muted", "already_sent", "dropped", "unrouted",
+                         "deadlettered"):
             transitions.add_metric([decision], stats.get(decision, 0))
         dedup = CounterMetricFamily(f"{prefix}_dedup_hits", "(transition, receiver) pairs the notification log "
                                     "showed as sent already (read again after a restart or rebalance), not resent.",

@@ -11,6 +11,10 @@ store direct, or its owner's API), so they say the same. The decisions:
 * ``silenced``  a silence matched (its id), or muted while it fired (its resolve is not announced)
 * ``inhibited`` a more severe alert fired at the time
 * ``muted``     a route's time interval (``mute_time_interval NAME``, ``outside active_time_intervals ...``)
+* ``already sent before a restart`` the restart check found the (transition, receiver) pair sent: skipped
+* ``dropped``   not told, on purpose: the route's send_resolved is off, or a webhook's max_alerts cut it from
+                the payload (the receiver got the notification with a truncatedAlerts count)
+* ``not routed`` no route matched the alert's labels (or no receiver is configured): listed as ``(not routed)``
 * ``escalated`` the row belongs to the route's escalation group (``<route>.escalation``), any of the above
 """
 
@@ -27,6 +31,8 @@ from tocsin.core.errors import TocsinError
 from tocsin.core.validation import safe_text
 from tocsin.sinks.notify.escalation import is_escalation
 
+NO_RECEIVER = "(not routed)"
+"""Where ``explain`` lists the rows of transitions no route took (their receiver is "")."""
 MAX_ROWS = 5000
 """An incident that repeats every 4 h for 90 days to 10 receivers makes ~5,400 rows: the newest are kept."""
 
@@ -72,6 +78,12 @@ def decision(row: dict[str, Any]) -> str:
         text = f"inhibited: {error or 'a more severe alert fires'}"
     elif status == "muted":
         text = f"muted by {error}" if error else "muted by a time interval"
+    elif status == "already_sent":
+        text = "already sent before a restart (the restart check skipped it)"
+    elif status == "dropped":
+        text = f"dropped: {error}" if error else "dropped"
+    elif status == "unrouted":
+        text = f"not routed: {error}" if error else "not routed: no route matched"
     else:
         text = safe_text(status, one_line=True)
     route = str(row.get("group_key") or "").split(":", 1)[0]
@@ -89,7 +101,8 @@ def explain(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
                 "attempt": int(row.get("attempt") or 0), "http_status": int(row.get("http_status") or 0),
                 "error": safe_text(str(row.get("error") or ""), one_line=True)[:500],
                 "escalation": is_escalation(route), "decision": decision(row)}
-        out.setdefault(safe_text(str(row["receiver"]), one_line=True), []).append(item)
+        receiver = safe_text(str(row["receiver"]), one_line=True) or NO_RECEIVER
+        out.setdefault(receiver, []).append(item)
     return out
 
 

@@ -8,11 +8,23 @@ ClickHouse owner's store API (``sinks/clickhouse/store_api.py``) on the same ser
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from tocsin.app.config import TocsinConfig
 from tocsin.core.component import Component
 from tocsin.processors.service import ProcessorService
+
+
+def rule_lookup(service: ProcessorService) -> Callable[[str], dict[str, Any] | None]:
+    """The processor's rule by name as a dict (its current rule file), for the alert page's chart."""
+
+    def spec(name: str) -> dict[str, Any] | None:
+        rules = service.rules
+        rule = rules.by_name.get(name) if rules is not None else None
+        return rule.spec.model_dump() if rule is not None else None
+
+    return spec
 
 
 class ApiServer(Component):
@@ -33,12 +45,13 @@ class ApiServer(Component):
         from tocsin.processors.http.app import create_app
         from tocsin.processors.http.server import serve
         from tocsin.processors.view import ProcessorView
+        from tocsin.sinks.clickhouse.incident import context_router
         from tocsin.sinks.notify.silence_api import silence_router
         from tocsin.sinks.notify.why import notifications_router
 
         kafka_cfg = self.cfg.kafka
-        # /api/silences (the CLI's silences over HTTP) and /api/alerts/{id}/notifications scope each route
-        # themselves; the store API is admin only.
+        # /api/silences (the CLI's silences over HTTP), /api/alerts/{id}/notifications and .../context (the
+        # alert page's chart and error lines) scope each route themselves; the store API is admin only.
         scoped = [lambda require: silence_router(kafka_cfg, require)]
         routers = []
         store = None  # the notification log: only where the store is
@@ -49,6 +62,7 @@ class ApiServer(Component):
             routers.append(store_router(lambda: connect(self.cfg.clickhouse), self.cfg))
             store = functools.cache(lambda: open_store(self.cfg))
         scoped.append(lambda require: notifications_router(store, require))
+        scoped.append(lambda require: context_router(store, rule_lookup(self.service), require))
         self._view = ProcessorView(self.service)
         self._server, self._thread = serve(
             create_app(self._view, self.cfg, extra_routers=routers, scoped_routers=scoped), self.cfg)

@@ -3,16 +3,11 @@
 "use strict";
 
 (function () {
-  const {$, el, store, resume, showLogin, api, fmtTime} = window.TocsinSession;
+  const {$, el, svg, store, resume, showLogin, api, fmtTime} = window.TocsinSession;
   const alertId = decodeURIComponent(location.pathname.split("/").pop() || "");
   const params = new URLSearchParams(location.search);
   let current = null;
-
-
-
-
-
-
+  let logLines = 20;
   async function load() {
     const resp = await api("/api/alerts?limit=500");
     if (!resp.ok) throw new Error("HTTP " + resp.status);
@@ -23,6 +18,76 @@
     $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
     render(current, history);
     loadNotifications().catch((e) => { if (e.message !== "unauthorized") $("notifications-status").textContent = e.message; });
+    loadContext().catch((e) => { if (e.message !== "unauthorized") $("chart-status").textContent = e.message; });
+  }
+
+  // The rule's value, its thresholds and the error lines around the start, from the store
+  // (GET /api/alerts/{id}/context; 404 before the ClickHouse sink wrote the alert, 503 without the store).
+  async function loadContext() {
+    const resp = await api("/api/alerts/" + encodeURIComponent(alertId) + "/context?before_s=1800&logs=" + logLines);
+    const doc = await resp.json();
+    if (!resp.ok) {
+      const why = doc.detail || "HTTP " + resp.status;
+      $("chart-status").textContent = why; $("logs-status").textContent = why;
+      return;
+    }
+    $("chart-status").textContent = doc.series.points.length ? "" : "No value stored for this window.";
+    $("chart-what").textContent = doc.series.what + " (from " + doc.series.source + ")";
+    $("value-chart").replaceChildren(chart(doc.series, doc.thresholds, doc.incident));
+    renderLogs(doc.logs, doc.incident);
+  }
+
+  // Inline SVG from DOM calls only: the value as a polyline, a dashed line per threshold, the incident shaded.
+  function chart(series, thresholds, incident) {
+    const W = 760, H = 240, L = 56, R = 12, T = 12, B = 28;
+    // at least 10 minutes after the start, so a fresh incident is not squeezed against the right edge
+    const t0 = Date.parse(series.from), t1 = Math.max(Date.parse(series.to), Date.parse(incident.started_at) + 600000);
+    const pts = series.points.filter((p) => p[1] !== null).map((p) => [Date.parse(p[0]), Number(p[1])]);
+    const marks = series.transitions.filter((p) => p[1] !== null).map((p) => [Date.parse(p[0]), Number(p[1])]);
+    const ys = [0, ...pts.map((p) => p[1]), ...marks.map((p) => p[1]), ...thresholds.map((t) => t.value)];
+    const yMax = Math.max(...ys) * 1.1 || 1, yMin = Math.min(...ys);
+    const x = (t) => L + (Math.min(Math.max(t, t0), t1) - t0) / (t1 - t0) * (W - L - R);
+    const y = (v) => T + (1 - (v - yMin) / (yMax - yMin || 1)) * (H - T - B);
+    const root = svg("svg", {viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "value and thresholds"});
+    const start = Date.parse(incident.started_at), end = incident.ended_at ? Date.parse(incident.ended_at) : t1;
+    root.append(svg("rect", {class: "incident", x: x(start), y: T, width: Math.max(1, x(end) - x(start)), height: H - T - B}));
+    for (const v of [yMin, (yMin + yMax) / 2, yMax]) {
+      root.append(svg("line", {class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v)}));
+      root.append(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end"}, Number(v.toPrecision(3))));
+    }
+    root.append(svg("line", {class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B}));
+    for (const [t, anchor] of [[t0, "start"], [start, "middle"], [t1, "end"]]) {
+      root.append(svg("text", {x: x(t), y: H - 8, "text-anchor": anchor}, new Date(t).toLocaleTimeString()));
+    }
+    for (const th of thresholds) {
+      const line = svg("line", {class: "threshold threshold-" + th.severity, x1: L, x2: W - R, y1: y(th.value), y2: y(th.value)});
+      line.dataset.severity = th.severity;
+      line.dataset.value = th.value;
+      line.append(svg("title", {}, th.severity + " threshold " + th.value));
+      root.append(line, svg("text", {x: W - R - 4, y: y(th.value) - 4, "text-anchor": "end"}, th.severity + " " + th.value));
+    }
+    if (pts.length) {
+      root.append(svg("polyline", {class: "value", points: pts.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" ")}));
+    }
+    for (const [t, v] of marks) root.append(svg("circle", {class: "transition", cx: x(t), cy: y(v), r: 3.5}));
+    return root;
+  }
+
+  function renderLogs(logs, incident) {
+    const row = (line, cls) => {
+      const tr = el("tr");
+      if (cls) tr.className = cls;
+      const level = el("td", line.level);
+      level.className = "level-" + line.level.replace(/[^A-Z]/g, "");
+      tr.append(el("td", fmtTime(line.ts)), level, el("td", line.host), el("td", line.logger), el("td", line.message));
+      return tr;
+    };
+    const rows = [...logs.before.map((l) => row(l, "before")), ...logs.after.map((l, i) => row(l, i === 0 ? "after start" : "after"))];
+    $("error-logs").tBodies[0].replaceChildren(...rows);
+    $("logs-status").textContent = (rows.length ? "" : "No " + logs.levels.join("/") + " line of " + incident.service +
+      " in the day around the start. ") + "Up to " + logs.limit + " lines before and after " + fmtTime(incident.started_at) + ".";
+    $("logs-more").hidden = logs.before.length < logs.limit && logs.after.length < logs.limit || logLines >= 200;
+    $("logs-query").textContent = logs.more.sql;
   }
 
   function render(a, history) {
@@ -109,6 +174,10 @@
       const minutes = Number($("ack-for").value);
       if (minutes > 0) body.for_s = minutes * 60;
       send("/api/alerts/ack", body);
+    });
+    $("logs-more").addEventListener("click", () => {
+      logLines = Math.min(200, logLines * 5);
+      loadContext().catch((e) => { if (e.message !== "unauthorized") $("logs-status").textContent = e.message; });
     });
     $("unack").addEventListener("click", () => send("/api/alerts/unack", {alert_id: alertId, actor: $("ack-actor").value || "web"}));
     if (params.get("action") === "ack") $("ack-note").focus();

@@ -13,6 +13,14 @@ window.TocsinSession = (function () {
     return node;
   }
 
+  // An SVG element with its attributes set one by one (never markup); text only through textContent.
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
   function store(v) {
     token = v;
     try { if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* memory only */ }
@@ -41,5 +49,5 @@ window.TocsinSession = (function () {
 
   function fmtTime(s) { const d = new Date(s); return s && !isNaN(d) ? d.toLocaleString() : ""; }
 
-  return {$, el, store, resume, showLogin, api, fmtTime};
+  return {$, el, svg, store, resume, showLogin, api, fmtTime};
 })();

@@ -4,24 +4,33 @@ A 5-day silence goes to the compacted silences topic; an "older release" silence
 of the same length goes to the control topic. Both topics get a retention of one
 second (segments rolled every second, the test broker checks retention every
 5 s), and the test waits until the broker has really deleted the control
-topic's records. A restarted notify sink (and the CLI's reader) then still knows
-the 5-day silence, and the control-topic one is gone: the failure the silences
-topic exists to prevent, shown to happen on this broker.
+topic's records. Then every service that reads silences is restarted: the
+processor with its HTTP API (``/api/silences`` lists them; the processor itself
+only publishes control events and keeps no silence) and the notify sink (the one
+that mutes). The API still lists the 5-day silence, the restarted sink still
+mutes with it, and the control-topic one is gone: the failure the silences topic
+exists to prevent, shown to happen on this broker.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import requests
 from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from tests.conftest import make_config, unique
+from tests.processors.test_http_e2e import AUTH, TOKEN, free_port, running_processor, wait_for
 from tests.sinks.notify import support as notify_support
 from tests.sinks.notify.support import alert_event, produce_alerts, query, record, running_sink, wait_until
 from tocsin.core import kafka as kafka_api
 from tocsin.core.events import CONTROL_EVENT
 from tocsin.schemas.codec import default_codec
 from tocsin.sinks.notify.config import MatcherSpec
+from tocsin.sinks.notify.silence_api import silence_router
 from tocsin.sinks.notify.silences import create_event, publish, read_store
 
 notify_env = notify_support.notify_env  # the fixture
@@ -46,7 +55,24 @@ def _log_starts(cfg, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def test_five_day_silence_outlives_control_topic_retention_and_a_restart(notify_env, httpserver):
+@contextlib.contextmanager
+def _processor_with_api(cfg) -> Iterator[str]:
+    """The processor service and its HTTP API with /api/silences, over ``cfg``'s topics; yields the API's URL."""
+    own = make_config(cfg.kafka.bootstrap_servers, cfg.clickhouse.url,
+                      api={"token": TOKEN, "http_addr": f"127.0.0.1:{free_port()}", "service_name": "durability"},
+                      processor={"group_id": unique("durability")})
+    own = own.model_copy(update={"kafka": cfg.kafka, "clickhouse": cfg.clickhouse, "notify": cfg.notify})
+    with running_processor(own, scoped_routers=[lambda require: silence_router(own.kafka, require)]) as running:
+        yield running.url
+
+
+def _listed(url: str) -> dict[str, dict]:
+    r = requests.get(f"{url}/api/silences", headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    return {s["id"]: s for s in r.json()["silences"]}
+
+
+def test_five_day_silence_outlives_control_topic_retention_and_a_restart_of_every_service(notify_env, httpserver):
     hook = record(httpserver, "/hook")
     cfg = notify_env({
         "receivers": [{"name": "hook", "type": "webhook", "url": httpserver.url_for("/hook")}],
@@ -62,10 +88,11 @@ def test_five_day_silence_outlives_control_topic_retention_and_a_restart(notify_
     legacy_md = producer.send(topics.control, key=legacy["silence_id"].encode(),
                               value=codec.encode(CONTROL_EVENT, legacy)).get(timeout=30)
 
-    with running_sink(cfg) as sink:  # both silences mute before retention passes
+    with _processor_with_api(cfg) as url, running_sink(cfg) as sink:  # both silences mute before retention passes
         produce_alerts(cfg, [alert_event("error_rate", "shop"), alert_event("error_rate", "cart")])
         wait_until(lambda: sink.stats().get("silenced", 0) >= 2, what="both alerts silenced")
         wait_until(sink.idle, what="settled")
+        assert {durable["silence_id"], legacy["silence_id"]} <= set(wait_for("the API up", lambda: _listed(url)))
     assert hook.count() == 0
 
     _shorten_retention(cfg, topics.control, topics.silences)
@@ -91,7 +118,12 @@ def test_five_day_silence_outlives_control_topic_retention_and_a_restart(notify_
 
     shop = alert_event("p95_latency", "shop", severity="critical")
     cart = alert_event("p95_latency", "cart", severity="critical")
-    with running_sink(cfg) as sink:  # the restarted sink reads the silence back
+    # every service that reads silences restarted: the processor's API lists it, the notify sink mutes with it
+    with _processor_with_api(cfg) as url, running_sink(cfg) as sink:
+        listed = wait_for("the restarted API", lambda: _listed(url))
+        assert durable["silence_id"] in listed and legacy["silence_id"] not in listed
+        again = listed[durable["silence_id"]]
+        assert again["created_by"] == "alice" and again["comment"] == "migration week" and again["state"] == "active"
         produce_alerts(cfg, [shop, cart])
         wait_until(lambda: hook.count() >= 1, what="the alert no silence covers any more")
         wait_until(lambda: sink.stats().get("silenced", 0) >= 1, what="the 5-day silence muting after restart")

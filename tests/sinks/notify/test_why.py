@@ -86,3 +86,51 @@ def test_the_notifications_route_is_503_with_the_reason_where_the_store_is_not_m
     api.include_router(why.notifications_router(None, lambda scope: lambda: None))  # no auth in this app
     answer = TestClient(api).get("/api/alerts/fp-1/notifications")
     assert answer.status_code == 503 and "tocsin why ALERT_ID" in answer.json()["detail"]
+
+
+def test_why_explains_not_routed_dropped_and_already_sent_before_a_restart(notify_env, httpserver, tmp_path):
+    rec = record(httpserver, "/hook")
+    cfg = notify_env({
+        "receivers": [{"name": "hook", "type": "webhook", "url": httpserver.url_for("/hook"), "max_alerts": 1}],
+        "route": {"receiver": "hook", "matchers": ["team!=storage"], "group_by": ["rule"], "group_wait_s": 0.3,
+                  "group_interval_s": 0.3, "send_resolved": False},
+    })
+    shop, cart = alert_event("error_rate", "shop"), alert_event("error_rate", "cart")
+    disk = alert_event("disk_usage", "db", labels={"team": "storage"})  # no route matches it
+    with running_sink(cfg) as sink:
+        produce_alerts(cfg, [shop, cart, disk])
+        wait_until(lambda: rec.count() >= 1, what="the notification")
+        wait_until(sink.idle, what="settled")
+        produce_alerts(cfg, [resolved_of(shop)])  # send_resolved is off: dropped
+        wait_until(lambda: query(cfg, "SELECT 1 FROM {log} WHERE status = 'dropped' AND state = 'resolved'"),
+                   what="the dropped resolve")
+        wait_until(sink.idle, what="settled")
+    (body,) = rec.bodies()
+    assert body["truncatedAlerts"] == 1 and len(body["alerts"]) == 1
+    told = body["alerts"][0]["fingerprint"]
+    told_ev, cut_ev = (shop, cart) if told == shop["fingerprint"] else (cart, shop)
+
+    # The same transitions read again by a sink whose commits are gone (a new group: a restart that lost them)
+    again = cfg.model_copy(update={"notify": cfg.notify.model_copy(update={"group_id": cfg.notify.group_id + "-2"})})
+    with running_sink(again) as sink:
+        wait_until(lambda: len(query(cfg, "SELECT 1 FROM {log} WHERE status = 'already_sent'")) >= 3,
+                   what="the restart check's skips")
+        wait_until(sink.idle, what="settled")
+    assert rec.count() == 1  # nothing sent twice, nothing cut sent later
+
+    def why_of(ev):
+        result = CliRunner().invoke(app, ["-c", str(_write(tmp_path, cfg)), "why", ev["alert_id"]])
+        assert result.exit_code == 0, result.output
+        return [line.strip() for line in result.output.splitlines()]
+
+    lines = why_of(told_ev)
+    assert lines[1] == "hook:" and lines[2].endswith("sent (attempt 1, HTTP 200)")
+    assert any(x.endswith("already sent before a restart (the restart check skipped it)") for x in lines[3:])
+    if told_ev is shop:
+        assert any("resolved" in x and x.endswith("dropped: send_resolved is off") for x in lines)
+    lines = why_of(cut_ev)
+    assert lines[2].endswith("dropped: left out of the payload: max_alerts 1 (counted in truncatedAlerts)")
+    assert any(x.endswith("already sent before a restart (the restart check skipped it)") for x in lines[3:])
+    lines = why_of(disk)
+    assert lines[1] == f"{why.NO_RECEIVER}:"
+    assert lines[2].endswith("not routed: no route matched its labels") and len(lines) == 4  # once per sink run
