@@ -9,6 +9,7 @@ Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 ``POST /api/alerts/resolve``   token   publishes a resolve ControlEvent: 202, 404 unknown id
 ``POST /api/alerts/ack``       token   ack / unack an incident (``oncall.py``): 202, 404, 409
 ``POST /api/alerts/unack``
+``GET /api/alerts/{id}/context``  token  the alert page's chart and log lines (sinks/clickhouse/incident.py; with the store)
 ``POST /api/rules/reload``     token   reads the rule file again: 200 what changed, 400 its problems
 ``GET /api/dashboard``         token   the dashboard page's JSON
 ``GET /dashboard``             open    the page itself: static HTML/JS/CSS, no data in it
