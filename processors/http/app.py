@@ -2,20 +2,20 @@
 
 Routes (the seed's ``/api/debug/production/...`` paths answer the same):
 
-=============================  ======  =====================================================
-``GET /health``                open    200 healthy / 503 unhealthy with reasons (cached state)
-``GET /health/detailed``       token   the seed's detailed shape
-``GET /api/alerts``            token   open alerts and history, filtered and paged
-``POST /api/alerts/resolve``   token   publishes a resolve ControlEvent: 202, 404 unknown id
-``POST /api/alerts/ack``       token   ack / unack an incident (``oncall.py``): 202, 404, 409
+================================  ======  =====================================================
+``GET /health``                   open    200 healthy / 503 unhealthy with reasons (cached state)
+``GET /health/detailed``          token   the seed's detailed shape
+``GET /api/alerts``               token   open alerts and history, filtered and paged
+``POST /api/alerts/resolve``      token   publishes a resolve ControlEvent: 202, 404 unknown id
+``POST /api/alerts/ack``          token   ack / unack an incident (``oncall.py``): 202, 404, 409
 ``POST /api/alerts/unack``
-``GET /api/alerts/{id}/context``  token  the alert page's chart and log lines (sinks/clickhouse/incident.py; with the store)
-``POST /api/rules/reload``     token   reads the rule file again: 200 what changed, 400 its problems
-``GET /api/dashboard``         token   the dashboard page's JSON
-``GET /dashboard``             open    the page itself: static HTML/JS/CSS, no data in it
-``GET /metrics``               token   Prometheus text format
-``GET /openapi.json``          token   this API's OpenAPI schema
-=============================  ======  =====================================================
+``GET /api/alerts/{id}/context``  token   the alert page's chart and log lines (with the store)
+``POST /api/rules/reload``        token   reads the rule file again: 200 what changed, 400 its problems
+``GET /api/dashboard``            token   the dashboard page's JSON
+``GET /dashboard``                open    the page itself: static HTML/JS/CSS, no data in it
+``GET /metrics``                  token   Prometheus text format
+``GET /openapi.json``             token   this API's OpenAPI schema
+================================  ======  =====================================================
 
 The app only reads a ``ServiceView``'s latest snapshot; it never talks to Kafka or
 ClickHouse itself (``resolve`` is the view's job), so a slow broker cannot slow /health.
