@@ -506,6 +506,7 @@ class OtlpReceiver(Component):
         source = f"otlp:/v1/{kind}"
         retry = self.settings.retry_after_s
         # 2. decode; a body that does not decode is dead-lettered (and acknowledged) before the 400
+        body: bytes | None = None
         try:
             if encoding == "gzip":
                 body = gunzip(raw, self.settings.max_decompressed_bytes)
@@ -520,7 +521,8 @@ class OtlpReceiver(Component):
         except BadRequest as exc:
             self.counters.add("bad_requests")
             try:
-                pub.publish([pub.dead(source, raw, str(exc))])
+                # Decompressed where it could be: the dead letter is redacted, which a gzip stream cannot be.
+                pub.publish([pub.dead(source, raw if body is None else body, str(exc))])
             except KafkaError as kexc:
                 return 503, f"bad request, and it could not be dead-lettered: {kexc}".encode(), retry
             return 400, str(exc).encode(), None

@@ -128,6 +128,10 @@ def test_json_gzip_and_bad_bodies(tocsin_config):
         bad = requests.post(f"{url}/v1/logs", data=b"\x0a\xff\xff\xff garbage", timeout=30,
                             headers={"Content-Type": "application/x-protobuf"})
         assert bad.status_code == 400
+        secret = b'{"resourceLogs": "not a list", "note": "password=hunter2"}'  # gzip'd: dead-lettered unzipped
+        bad_gz = requests.post(f"{url}/v1/logs", data=gzip.compress(secret), timeout=30,
+                               headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert bad_gz.status_code == 400
         bomb = gzip.compress(b"\0" * (1 << 20))
         big = requests.post(f"{url}/v1/metrics", data=bomb, timeout=30,
                             headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
@@ -143,9 +147,13 @@ def test_json_gzip_and_bad_bodies(tocsin_config):
     assert (log["service"], log["level"], log["message"]) == ("web", "ERROR", "upstream timed out")
     assert log["trace_id"] == "5b8efff798038103d269b633813fc60c" and log["ts"] == 1_700_000_000_000_000
     assert log["attrs"]["status"] == "504" and log["attrs"]["span_id"] == "eee19b7ec3c1b174"
-    (dead,) = deadletters(cfg.kafka)
+    letters = deadletters(cfg.kafka)
+    assert len(letters) == 2
+    (dead,) = [d for d in letters if d[0].startswith(b"\x0a")]
+    (dead_gz,) = [d for d in letters if not d[0].startswith(b"\x0a")]
     assert dead[0] == b"\x0a\xff\xff\xff garbage" and "not an OTLP logs export request" in dead[1]["error"]
     assert dead[1]["source_topic"] == "otlp:/v1/logs" and dead[1]["stage"] == "agent.otlp"
+    assert b"hunter2" not in dead_gz[0] and b"password=[REDACTED:secret]" in dead_gz[0], dead_gz[0]
 
 
 def test_the_agent_service_runs_the_configured_inputs(tocsin_config):
