@@ -277,3 +277,9 @@ def _scoped(source: str) -> str:
         if flags.isalpha():
             return f"(?{flags}:{rest})"
     return source
+
+
+def redactor_of(cfg: RedactConfig) -> Redactor | None:
+    """The input's redactor, or None when it is configured to redact nothing (no cost on the hot path)."""
+    redactor = Redactor(cfg)
+    return redactor if redactor.active else None

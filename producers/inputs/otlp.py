@@ -57,9 +57,9 @@ from tocsin.producers.inputs.publish import (
     Record,
     content_id,
     input_stats,
-    redactor_of,
 )
 from tocsin.producers.inputs.series import LruTracker, histogram_quantile
+from tocsin.producers.redact import redactor_of
 
 log = logging.getLogger("tocsin.otlp")
 MAX_MESSAGE_BYTES = 512 * 1024

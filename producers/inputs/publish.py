@@ -27,7 +27,6 @@ from tocsin.core import kafka as kafka_api
 from tocsin.core.config import KafkaConfig
 from tocsin.core.errors import EncodeError, KafkaError
 from tocsin.producers.redact import Redactor
-from tocsin.producers.redaction_config import RedactConfig
 from tocsin.schemas.codec import BATCH_OF, default_codec
 
 log = logging.getLogger("tocsin.inputs")
@@ -75,12 +74,6 @@ class InputCounters:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.values)
-
-
-def redactor_of(cfg: RedactConfig) -> Redactor | None:
-    """The input's redactor, or None when it is configured to redact nothing (no cost on the hot path)."""
-    redactor = Redactor(cfg)
-    return redactor if redactor.active else None
 
 
 def input_stats(counters: InputCounters, *redactors: Redactor | None) -> dict[str, int]:

@@ -49,10 +49,9 @@ from tocsin.producers.inputs.publish import (
     Record,
     content_id,
     input_stats,
-    redactor_of,
 )
 from tocsin.producers.inputs.series import CumulativeTracker, histogram_quantile
-from tocsin.producers.redact import Redactor
+from tocsin.producers.redact import Redactor, redactor_of
 
 log = logging.getLogger("tocsin.scrape")
 ACCEPT = "application/openmetrics-text;version=1.0.0;q=0.9,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"

@@ -42,7 +42,8 @@ from tocsin.core.errors import KafkaError
 from tocsin.core.events import LOG_EVENT, new_event_id, now_us
 from tocsin.producers.config import AgentSettings
 from tocsin.producers.inputs.config import SyslogConfig
-from tocsin.producers.inputs.publish import AckedPublisher, InputCounters, Record, input_stats, redactor_of
+from tocsin.producers.inputs.publish import AckedPublisher, InputCounters, Record, input_stats
+from tocsin.producers.redact import redactor_of
 
 log = logging.getLogger("tocsin.syslog")
 LEVELS = ("CRITICAL", "CRITICAL", "CRITICAL", "ERROR", "WARNING", "INFO", "INFO", "DEBUG")

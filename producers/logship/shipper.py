@@ -57,7 +57,7 @@ from tocsin.producers.logship.reader import Tailer
 from tocsin.producers.logship.stats import ShipStats
 from tocsin.producers.multiline import MultilineJoiner, PatternJoiner, Record
 from tocsin.producers.parsers import make_parser
-from tocsin.producers.redact import Redactor
+from tocsin.producers.redact import redactor_of
 from tocsin.producers.shape import Shaper
 
 log = logging.getLogger("tocsin.logship")
@@ -78,11 +78,6 @@ _READ_BUDGET_S = 0.05
 _STALL_MARGIN_S = 30.0  # beyond kafka-python's own delivery timeout
 # Clock slack when telling files rotated after the last checkpoint from older ones.
 _MISSED_ROTATION_MARGIN_S = 5.0
-
-
-def _redactor(cfg: LogInputConfig) -> Redactor | None:
-    redactor = Redactor(cfg.redact)
-    return redactor if redactor.active else None
 
 
 def _shaper(cfg: LogInputConfig) -> Shaper | None:
@@ -116,7 +111,7 @@ class LogShipper(Component):
         self.metrics_topic = cfg.kafka.topics.metrics
         self.stats = ShipStats()
         self.sources = [Source(i, make_parser(i.parser), i.service.encode(), log_event_encoder(i.service, HOSTNAME),
-                               _redactor(i), _shaper(i)) for i in self.inputs]
+                               redactor_of(i.redact), _shaper(i)) for i in self.inputs]
         self.tailers: dict[FileKey, Tailer] = {}
         self._known: dict[FileKey, FileState] = {}
         self._producer: Any = None

@@ -31,6 +31,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from clickhouse_connect.driver.binding import format_query_value
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
@@ -205,10 +206,6 @@ def thresholds(inc: dict[str, Any], spec: dict[str, Any] | None) -> list[dict[st
 _LOG_FIELDS = ("ts", "level", "host", "logger", "message", "trace_id")
 
 
-def _ch_literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def error_logs(store: Any, service: str, start_us: int, levels: list[str], limit: int) -> dict[str, Any]:
     """The last ``limit`` lines at ``levels`` before the start and the first ``limit`` from it (within a day)."""
     table = f"`{store.database}`.logs"
@@ -232,7 +229,8 @@ def error_logs(store: Any, service: str, start_us: int, levels: list[str], limit
     lo = dt.datetime.fromtimestamp((start_us - span) / US, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     hi = dt.datetime.fromtimestamp((start_us + span) / US, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     more = (f"SELECT ts, level, host, logger, message, trace_id FROM {table} "
-            f"WHERE service = {_ch_literal(service)} AND level IN ({', '.join(map(_ch_literal, levels))}) "
+            f"WHERE service = {format_query_value(service)} "
+            f"AND level IN ({', '.join(map(format_query_value, levels))}) "
             f"AND ts >= toDateTime64('{lo}', 6, 'UTC') AND ts < toDateTime64('{hi}', 6, 'UTC') ORDER BY ts LIMIT 1000")
     return {"levels": levels, "limit": limit, "before": lines(before.rows)[::-1], "after": lines(after.rows),
             "more": {"sql": _text(more, 5000), "cli": _text(f"tocsin query {shlex.quote(more)}", 5500),
