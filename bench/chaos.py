@@ -656,6 +656,7 @@ def chaos(run: Run, strict: bool) -> int:
         **{f"notifications_{k}": v for k, v in notes.items()},
         "false_absence_alerts": max(0, false_absence), "late_events_run": late_real,
         "late_events_reference": ref_late, "late_because_of_faults": max(0.0, late_real - ref_late),
+        **{f"late_events.{n}[{pid}]": v for (n, pid), v in sorted(sup.late.items()) if v},
         "clickhouse_faults": faults["clickhouse-fault"],
         **{f"kills.{n}": u.kills for n, u in units.items() if n in KILLABLE},
         **{f"crashes.{n}": u.crashes for n, u in units.items()},

@@ -19,7 +19,8 @@ class ProcessorConfig(StrictModel):
     eval_interval_s: float = Field(
         0.5, gt=0, le=300, description="Rules are evaluated at multiples of this (Prometheus' evaluation interval).")
     grace_s: float = Field(
-        10.0, ge=0, le=3600, description="Allowed lateness: events older than partition clock minus this are late.")
+        10.0, ge=0, le=3600, description="Allowed lateness: events older than partition clock minus this are "
+        "late (after a broker outage, as far back as the outage too).")
     max_future_s: float = Field(
         5.0, gt=0, description="Timestamps further than this ahead of the wall clock are capped to it or "
         "dead-lettered; keep it below grace_s so one fast clock cannot make other events late.")

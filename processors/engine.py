@@ -16,6 +16,10 @@ Time model (event time everywhere, processing time only to move idle clocks):
   boundary) are evaluated; absence groups from their earliest possible
   deadline on.
 * An event older than ``clock - grace`` is late: counted, not windowed.
+  After an outage of the broker the bound widens (``hold_backlog``) for as
+  long as producers may still deliver what they buffered: one producer's
+  backlog lands behind another's fresh events, and is windowed, not lost.
+  Absences are not declared meanwhile (the backlog may show the host).
   Timestamps more than ``max_future_s`` ahead of the wall clock are capped
   to it (or dead-lettered, by the caller, with ``future_policy``).
 * A partition with nothing to read (caught up, no event for ``grace``)
@@ -69,6 +73,7 @@ class Counters:
     consumed: int = 0
     processed: int = 0
     late: int = 0
+    reordered: int = 0  # older than the grace, windowed: a backlog delivered after a broker outage
     future_capped: int = 0
     deadlettered: int = 0
     decode_errors: int = 0
@@ -180,6 +185,12 @@ from tocsin.processors.rules import parse_rules
         self.rules = rules
         self.eval_us = eval_interval_us
         self.grace_us = grace_us
+        self.late_us = grace_us
+        """The lateness bound now: the grace, widened while backlogs arrive after an outage (``hold_backlog``)."""
+        self.holding = False
+        self.replay_late_us = grace_us + _widest_window(rules)
+        """The bound while a partition replays: its log may hold a backlog an outage left behind fresh events
+        (windowed then, within the hold), so a replay takes what the windows can hold, as the live pass did."""
         self.max_future_us = max_future_us
         self.max_steps = max(2, max_catchup_steps)
         self.idle_evict_us = idle_evict_us
@@ -259,8 +270,10 @@ from tocsin.processors.rules import parse_rules
                 self._advance(ps, ts)
             ps.clock = ts
         elif ts < ps.clock - self.grace_us:
-            self.counters.late += 1
-            return
+            if ts < ps.clock - (self.late_us if ps.replay_until < 0 else self.replay_late_us):
+                self.counters.late += 1
+                return
+            self.counters.reordered += 1
         if ps.awaiting_first_event:
             ps.awaiting_first_event = False
             ps.complete_from = ts
@@ -446,6 +459,12 @@ from tocsin.processors.rules import parse_rules
             g += step
         ps.next_eval = last + step
 
+    def hold_backlog(self, backlog_us: int) -> None:
+        """After an outage, for as long as producers' backlogs may arrive: accept events ``backlog_us`` (plus
+        the grace) behind the clock, and declare no new absence. 0 ends it."""
+        self.late_us = self.grace_us + max(0, backlog_us)
+        self.holding = backlog_us > 0
+
     def advance_idle(self, ps: PartitionState, wall_us: int) -> None:
         """Processing-time tick for a caught-up, quiet partition: its clock follows ``wall - grace``."""
         t = wall_us - self.grace_us
@@ -516,6 +535,8 @@ from tocsin.processors.rules import parse_rules
         if s.window is None:
             s.last_seen = ps.seen[rule.index].get(s.key, s.last_seen)
             silent = 0 <= s.last_seen <= g - rule.absent_us
+            if silent and self.holding and (s.tracker is None or not s.tracker.open):
+                return  # a backlog may still show it: found silent again at the next instant (absence_next)
             level = (CRITICAL if rule.spec.severity == "critical" else WARNING) if silent else NONE
         else:
             complete_from = ps.complete_from
@@ -716,6 +737,7 @@ from tocsin.processors.rules import parse_rules
                 memory.unseen_us, memory.max_per_service = unseen_us, limit
                 patterns[r.index] = memory
         self.rules = rules
+        self.replay_late_us = self.grace_us + _widest_window(rules)
         self.patterns = patterns
         for ps in self.partitions.values():
             self._reload_partition(ps, kept, changed)
@@ -888,3 +910,7 @@ from tocsin.processors.rules import parse_rules
 
     def series_count(self) -> int:
         return sum(p.series_count() for p in self.partitions.values())
+
+
+def _widest_window(rules: RuleSet) -> int:
+    return max((r.window_us for r in rules.rules), default=0)

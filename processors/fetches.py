@@ -12,7 +12,10 @@ After a gap in the responses (the broker was down, or the loop could not
 poll), ``holding()`` stays true for as long as the gap lasted (at least
 ``min_hold_s``): producers that buffered through the outage deliver their
 backlog in that time (their reconnect backoff grows with the outage), and
-event time follows those events rather than the wall clock.
+event time follows those events rather than the wall clock. Producers
+reconnect one by one, so one's backlog lands behind another's fresh events
+on the same partition: ``backlog_s()`` is how far back such events can
+reach, and the engine accepts them that far while the hold lasts.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class FetchWatch:
         self.last_ok = -1.0
         self.last_error = -1.0
         self.hold_until = -1.0
+        self.outage_from = -1.0
+        self.started = clock()
         self.outages = 0
         self.installed = self._install(consumer)
 
@@ -69,8 +74,12 @@ class FetchWatch:
         """A fetch response arrived from ``node_id`` (IO thread)."""
         now = self.clock()
         with self._lock:
-            if self.last_ok >= 0 and now - self.last_ok > self.gap_s:
-                gap = now - self.last_ok
+            # No response yet but failed fetches: started during an outage, which began no later than the start.
+            last = self.last_ok if self.last_ok >= 0 else (self.started if self.last_error >= 0 else now)
+            if now - last > self.gap_s:
+                gap = now - last
+                if not self.holding():
+                    self.outage_from = last
                 self.hold_until = max(self.hold_until, now + max(self.min_hold_s, gap))
                 self.outages += 1
                 log.info("fetches resumed; idle clocks held", extra={"gap_s": round(gap, 1),
@@ -92,6 +101,11 @@ class FetchWatch:
     def holding(self) -> bool:
         """True while idle clocks wait for producers' backlogs after an outage."""
         return self.clock() < self.hold_until
+
+    def backlog_s(self) -> float:
+        """While holding: seconds since the outage began (how old a backlog delivered now can be), else 0."""
+        now = self.clock()
+        return now - self.outage_from if now < self.hold_until else 0.0
 
     def fetching(self) -> bool:
         """Fetches succeed: a response within ``gap_s`` (or nothing watched or fetched yet to judge by)."""

@@ -344,6 +344,10 @@ class ProcessorService(Component):
         with self.lock:
             engine = self.engine
             assert engine is not None
+            if self.fetches is not None:  # after an outage: backlogs behind fresh events are windowed, not late
+                backlog_s = self.fetches.backlog_s()
+                if backlog_s or engine.holding:
+                    engine.hold_backlog(int(backlog_s * 1e6))
             if assigned is not None:
                 self._apply_assignment(assigned, changelog)
                 batch = {}  # positions were reset: these records come again from the seeks

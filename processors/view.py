@@ -74,6 +74,7 @@ class Counters:
     consumed: Mapping[str, int] = field(default_factory=dict)  # topic -> Kafka messages read
     processed: Mapping[str, int] = field(default_factory=dict)  # topic -> events through windows and rules
     late: int = 0  # events older than the allowed lateness, counted not applied
+    reordered: int = 0  # older than the grace but windowed: backlogs delivered after a broker outage
     dead_lettered: int = 0  # records sent to the dead-letter topic, for any reason
     decode_errors: int = 0  # records that did not decode (a subset of dead_lettered)
     live_series: int = 0  # window series held in memory now
@@ -230,7 +231,8 @@ class ProcessorView:
                 dead_lettered=c.deadlettered if c else 0, decode_errors=c.decode_errors if c else 0,
                 live_series=engine.series_count() if engine else 0, events_per_s=s.events_per_s(now),
                 latency=LatencyHistogram(s.latency.cumulative(), s.latency.n, s.latency.sum_s),
-                evicted=c.evicted if c else 0, engine=c.as_dict() if c else {})
+                evicted=c.evicted if c else 0, reordered=c.reordered if c else 0,
+                engine=c.as_dict() if c else {})
             parts = tuple(sorted(f"{k[0]}:{k[1]}" for k in (engine.partitions if engine else {})))
             replaying = tuple(sorted(f"{k[0]}:{k[1]}" for k, p in (engine.partitions.items() if engine else [])
                                      if p.replay_until >= 0))

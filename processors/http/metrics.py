@@ -45,6 +45,9 @@ class ProcessorCollector(Collector):
         yield processed
         yield CounterMetricFamily(f"{PREFIX}_events_late", "Events older than the allowed lateness, counted "
                                   "and not applied.", value=c.late)
+        yield CounterMetricFamily(f"{PREFIX}_events_reordered", "Events older than the grace that were windowed: "
+                                  "producers' backlogs delivered behind fresh events after a broker outage.",
+                                  value=c.reordered)
         yield CounterMetricFamily(f"{PREFIX}_events_deadlettered", "Records sent to the dead-letter topic.",
                                   value=c.dead_lettered)
         yield CounterMetricFamily(f"{PREFIX}_decode_errors", "Records that did not decode (also dead-lettered).",

@@ -155,6 +155,8 @@ class NotifySink(Component):
         self._control: Any = None
         self._producer: Any = None
         self._rebalance = _Rebalance(self)
+        self._unrewound: set[TopicPartition] = set()
+        """Assigned partitions whose rewind failed: their records are dropped until a rewind succeeds."""
         self._changelog: Any = None
         self._closing = False
         self._paused = False
@@ -595,6 +597,7 @@ class NotifySink(Component):
             # Forget them wholly, kept or not: kept partitions are rewound to their committed offsets
             # below, and what is read again is checked against the notification log.
             self.tracker.drop(revoked)
+            self._unrewound -= revoked
             released = self.router.release(revoked)
             self.counters["rebalances"] += 1
             if self._paused:
@@ -604,17 +607,21 @@ class NotifySink(Component):
                      extra={"partitions": len(revoked), "released": released})
         if rb.assigned:
             assigned, rb.assigned = set(rb.assigned), set()
-            self._rewind(assigned)
+            self._unrewound |= assigned
             self._restore(assigned)
+        if self._unrewound:  # the new ones, and any whose rewind failed before (tried again every turn)
+            self._unrewound = self._rewind(self._unrewound & self._consumer.assignment())
+            touched = touched | self._unrewound
         return touched
 
-    def _rewind(self, tps: set[TopicPartition]) -> None:
-        """Every assigned partition goes back to its committed offset.
+    def _rewind(self, tps: set[TopicPartition]) -> set[TopicPartition]:
+        """Every assigned partition goes back to its committed offset; returns those that could not.
 
         kafka-python keeps the position of a partition kept across an eager rebalance, but the revocation
         dropped what was read past the commit: read from there, it would never be routed. What is read
         again is checked against the notification log, so nothing is sent twice.
         """
+        failed: set[TopicPartition] = set()
         for tp in tps:
             try:
                 committed = self._consumer.committed(tp)
@@ -622,9 +629,11 @@ class NotifySink(Component):
                     self._consumer.seek_to_beginning(tp)  # auto_offset_reset is earliest
                 else:
                     self._consumer.seek(tp, committed)
-            except (_KafkaError, AssertionError, ValueError) as exc:  # revoked again meanwhile
-                log.warning("Rewinding a partition after a rebalance failed.",
+            except (_KafkaError, AssertionError, ValueError) as exc:  # a broker away, or revoked again meanwhile
+                failed.add(tp)
+                log.warning("Rewinding a partition after a rebalance failed; trying again next turn.",
                             extra={"partition": tp.partition, "error": f"{type(exc).__name__}: {exc}"})
+        return failed
 
     def _restore(self, tps: set[TopicPartition]) -> None:
         """Rebuilds firing alerts of newly assigned partitions from the changelog below the committed offset."""

@@ -1,7 +1,9 @@
 """The broker SIGKILLed under steady load and restarted on the same port and data dir: event time waits for it.
 
 One host sends a metric every second through a producer with a long
-delivery timeout, and the log shipper tails a growing file; the test's own
+delivery timeout, a second host of the same service (the same partition)
+reconnects 15 s after the first (beyond the grace: its backlog lands behind
+the first host's fresh samples), and the log shipper tails a growing file; the test's own
 broker (never the shared one) is killed with SIGKILL for 60 s (3 minutes in
 the slow variant) and started again. The producers deliver everything they
 buffered; the processor must count none of it late, fire no absence alert for
@@ -71,6 +73,46 @@ class SteadyHost:
         return sum(1 for f in list(self.futures) if f.is_done and f.failed())
 
 
+class LateReconnectingHost(SteadyHost):
+    """A SteadyHost whose producer gets the broker back later than the others: while ``spooling`` its samples
+    wait here (as in a producer still in its reconnect backoff) and ``release()`` sends them, in order."""
+
+    def __init__(self, cfg: Any, service: str, host: str) -> None:
+        super().__init__(cfg, service, host)
+        self.spooling = threading.Event()
+        self.spool: list[bytes] = []
+        self.sent = 0
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            rec = {"event_id": f"{self.host}-{i}", "ts": now_us(), "service": self.service, "host": self.host,
+                   "name": "cpu_usage", "value": 20.0 + i % 5, "unit": "percent", "labels": {}}
+            with self._lock:
+                self.spool.append(self.codec.encode(METRIC_EVENT, rec))
+                self.sent += 1
+                if not self.spooling.is_set():
+                    self._flush_spool()
+            i += 1
+            self.stop.wait(1.0)
+
+    def _flush_spool(self) -> None:
+        for value in self.spool:
+            self.futures.append(self.producer.send(self.cfg.kafka.topics.metrics, key=self.service.encode(),
+                                                   value=value))
+        self.spool.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self.spooling.clear()
+            self._flush_spool()
+
+
+LATE_RECONNECT_S = 15.0
+"""How much later than the first host the second one delivers its backlog: beyond the processor's 10 s grace."""
+
+
 class GrowingFile:
     """Appends five JSON log lines a second (timestamped when written) to ``path``."""
 
@@ -128,6 +170,7 @@ def run_outage(clickhouse_url: str, tmp_path: Path, outage_s: float) -> dict[str
         shipper = LogShipper(cfg, inputs=[LogInputConfig(paths=[str(log_file)], service=service)],
                              state_file=tmp_path / "ship-state.json", settings=LogShipConfig(**FAST_SHIP))
         host = SteadyHost(cfg, service, "web-1")
+        late_host = LateReconnectingHost(cfg, service, "web-2")
         with running_processor(cfg) as proc:
             wait_for("healthy", lambda: _detailed(proc.url)["overall_status"] == "healthy", timeout_s=90)
             shipper.start()
@@ -135,11 +178,13 @@ def run_outage(clickhouse_url: str, tmp_path: Path, outage_s: float) -> dict[str
             ship_thread.start()
             writer.thread.start()
             host.thread.start()
+            late_host.thread.start()
             try:
                 metrics = cfg.kafka.topics.metrics
                 wait_for("samples before the outage",
                          lambda: proc.view.snapshot().counters.processed.get(metrics, 0) >= 10, timeout_s=60)
 
+                late_host.spooling.set()
                 _sigkill_broker(data_dir)
                 killed = time.monotonic()
                 statuses: list[tuple[float, str, str | None]] = []
@@ -153,15 +198,21 @@ def run_outage(clickhouse_url: str, tmp_path: Path, outage_s: float) -> dict[str
                 wait_for("healthy after the restart", lambda: _detailed(proc.url)["overall_status"] == "healthy",
                          timeout_s=180)
                 figures["healthy_after_s"] = round(time.monotonic() - restarted, 1)
+                wait_for("web-1's fresh samples processed", lambda: host.delivered() >= len(host.futures) - 2,
+                         timeout_s=120)
+                time.sleep(max(0.0, LATE_RECONNECT_S - (time.monotonic() - restarted)))
+                late_host.release()  # its backlog lands behind web-1's fresh samples
                 time.sleep(5)  # samples keep coming after the broker is back
             finally:
-                host.stop.set()
+                late_host.release()
+                for h in (host, late_host):
+                    h.stop.set()
                 writer.stop.set()
-                host.thread.join(5)
-                writer.thread.join(5)
-            sent = len(host.futures)
-            wait_for("the producer to deliver its backlog", lambda: host.delivered() + host.failed() >= sent,
-                     timeout_s=180)
+                for t in (host.thread, late_host.thread, writer.thread):
+                    t.join(5)
+            sent = len(host.futures) + late_host.sent
+            wait_for("the producers to deliver their backlogs",
+                     lambda: sum(h.delivered() + h.failed() for h in (host, late_host)) >= sent, timeout_s=180)
             wait_for("the shipper to ship every line", lambda: shipper.stats.acked >= writer.written, timeout_s=180)
             logs = cfg.kafka.topics.logs
 
@@ -179,16 +230,18 @@ def run_outage(clickhouse_url: str, tmp_path: Path, outage_s: float) -> dict[str
                                                                                idle_s=2)]
         down = [s for s in statuses if s[0] > 15]  # the verdict is in within 15 s of the kill
         figures.update(
-            samples_sent=sent, samples_delivered=host.delivered(), samples_failed=host.failed(),
-            lines_written=writer.written, late=snap.counters.late,
+            samples_sent=sent, samples_delivered=host.delivered() + late_host.delivered(),
+            samples_failed=host.failed() + late_host.failed(),
+            lines_written=writer.written, late=snap.counters.late, reordered=snap.counters.reordered,
             samples_processed=snap.counters.processed.get(metrics, 0),
             absence_alerts=sum(1 for a in alerts if a["rule"] == "host_silent"),
             statuses_during_outage=sorted({s[1] for s in down}),
             kafka_errors_during_outage=sorted({str(s[2]) for s in down}),
             first_degraded_s=next((round(s[0], 1) for s in statuses if s[1] == "degraded"), None))
         print(f"\nbroker outage figures: {figures}")
-        assert host.failed() == 0 and host.delivered() == sent
+        assert host.failed() == 0 and late_host.failed() == 0 and host.delivered() + late_host.delivered() == sent
         assert figures["late"] == 0, figures
+        assert figures["reordered"] > 0, figures  # web-2's backlog did land beyond the grace: the case is tested
         assert figures["samples_processed"] == sent, figures
         assert figures["absence_alerts"] == 0, alerts
         assert figures["statuses_during_outage"] == ["degraded"], statuses

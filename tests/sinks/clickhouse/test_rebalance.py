@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -66,8 +67,8 @@ def _produce(cfg, start: int, stop: int, pace_s: float = 0.0, progress: list[int
     producer.close()
 
 
-def _start(config: Path, store: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "CLICKHOUSE_URL": f"chdb://{store}"}
+def _start(config: Path, url: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "CLICKHOUSE_URL": url}
     env.pop("TOCSIN_CONFIG", None)
     return subprocess.Popen([sys.executable, "-m", "tocsin", "-c", str(config), "start", "sink-clickhouse"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
@@ -87,30 +88,34 @@ def _store_contents(config: Path, store: Path, db: str) -> tuple[set[str], int, 
     return set(ids), int(counted or 0), int(uniq)
 
 
-def test_members_join_and_die_under_load_without_loss_or_duplicates(kafka_bootstrap, tmp_path):
-    cfg = make_config(kafka_bootstrap, f"chdb://{tmp_path / 'unused'}", sink_clickhouse={
+def _group_config(kafka_bootstrap: str, ch_url: str, tmp_path: Path) -> tuple[Any, Path]:
+    cfg = make_config(kafka_bootstrap, ch_url, sink_clickhouse={
         "group_id": f"sink-rb-{uuid.uuid4().hex[:8]}", "session_timeout_ms": 6000,
         "batch_max_rows": BATCH_MAX_ROWS, "batch_max_age_s": 0.3,
     })
     kafka_api.create_topics(cfg.kafka)
     config = tmp_path / "tocsin.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"source"})))
+    return cfg, config
+
+
+def _churn(cfg: Any, config: Path, urls: dict[str, str], logs: dict[str, Path]) -> None:
+    """Members a and b under load, c joins, b is SIGKILLed mid-batch while the load still arrives; a and c
+    finish every offset and exit 0 on SIGTERM."""
     tps = [TopicPartition(cfg.kafka.topics.logs, p) for p in range(3)]
-    stores = {name: tmp_path / f"chdb-{name}" for name in ("a", "b", "c")}
-    logs = {name: tmp_path / f"sink-{name}.log" for name in stores}
     procs: dict[str, subprocess.Popen] = {}
     probe = kafka_api.consumer(cfg.kafka, group_id=None)
     try:
         _produce(cfg, 0, N_LOGS // 3)
-        procs["a"] = _start(config, stores["a"], logs["a"])
-        procs["b"] = _start(config, stores["b"], logs["b"])
+        procs["a"] = _start(config, urls["a"], logs["a"])
+        procs["b"] = _start(config, urls["b"], logs["b"])
         ends = probe.end_offsets(tps)
         wait_for(lambda: _committed_fraction(cfg, tps, ends) > 0.2, timeout_s=180, what="first commits")
         # Load keeps arriving while the group changes.
         progress: list[int] = []
         late = threading.Thread(target=_produce, args=(cfg, N_LOGS // 3, N_LOGS, 0.03, progress))
         late.start()
-        procs["c"] = _start(config, stores["c"], logs["c"])  # a third member: a graceful rebalance
+        procs["c"] = _start(config, urls["c"], logs["c"])  # a third member: a graceful rebalance
         wait_for(lambda: "rebalanced" in logs["c"].read_text(errors="replace"), timeout_s=120,
                  what="the third member's first assignment")
         wait_for(lambda: len(progress) * BATCH > N_LOGS // 3, timeout_s=120, what="half the late load sent")
@@ -131,9 +136,15 @@ def test_members_join_and_die_under_load_without_loss_or_duplicates(kafka_bootst
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
-
     text = {name: path.read_text(errors="replace") for name, path in logs.items()}
     assert all("Traceback" not in t for t in text.values()), {n: t[-3000:] for n, t in text.items()}
+
+
+def test_members_join_and_die_under_load_without_loss_or_duplicates(kafka_bootstrap, tmp_path):
+    cfg, config = _group_config(kafka_bootstrap, f"chdb://{tmp_path / 'unused'}", tmp_path)
+    stores = {name: tmp_path / f"chdb-{name}" for name in ("a", "b", "c")}
+    logs = {name: tmp_path / f"sink-{name}.log" for name in stores}
+    _churn(cfg, config, {name: f"chdb://{store}" for name, store in stores.items()}, logs)
     contents = {name: _store_contents(config, store, cfg.clickhouse.database) for name, store in stores.items()}
     for name, (ids, counted, uniq) in contents.items():
         rows = len(ids)  # groupArray keeps every row, duplicates too
@@ -152,3 +163,29 @@ def test_members_join_and_die_under_load_without_loss_or_duplicates(kafka_bootst
     print(f"\nrebalance: stores a={len(a)} b={len(b)} c={len(c)}; the SIGKILLed member's batch in flight left "
           f"{overlap} events in two stores (bound {BATCH_MAX_ROWS + BATCH})")
     assert overlap < BATCH_MAX_ROWS + BATCH
+
+
+SERVER_URL = os.environ.get("CLICKHOUSE_URL", "")
+
+
+@pytest.mark.skipif(not SERVER_URL.startswith(("http://", "https://")),
+                    reason="needs a ClickHouse server: CLICKHOUSE_URL=http://host:8123 (the embedded engine gives "
+                           "each member its own store; the test above covers it)")
+def test_members_on_one_clickhouse_server_store_each_event_exactly_once(kafka_bootstrap, tmp_path):
+    """One table for every member: the SIGKILLed member's batch in flight, re-formed by its next owner with
+    the same insert_deduplication_token, is dropped by the server (non_replicated_deduplication_window)."""
+    import clickhouse_connect
+
+    cfg, config = _group_config(kafka_bootstrap, SERVER_URL, tmp_path)
+    logs = {name: tmp_path / f"sink-{name}.log" for name in ("a", "b", "c")}
+    _churn(cfg, config, dict.fromkeys(logs, SERVER_URL), logs)
+    client = clickhouse_connect.get_client(dsn=SERVER_URL)
+    db = cfg.clickhouse.database
+    rows, uniq = client.query(f"SELECT count(), uniqExact(event_id) FROM `{db}`.logs").result_rows[0]
+    counted = client.query(f"SELECT uniqExactMerge(events) FROM `{db}`.log_counts_1m").result_rows[0][0]
+    missing = client.query(f"SELECT {N_LOGS} - uniqExactIf(event_id, startsWith(event_id, 'log-')) "
+                           f"FROM `{db}`.logs").result_rows[0][0]
+    print(f"\nrebalance on a server: {rows} rows, {uniq} distinct events, rollup {counted}")
+    assert missing == 0, f"{missing} events lost"
+    assert rows == uniq == N_LOGS, f"{rows} rows for {uniq} distinct events (of {N_LOGS})"
+    assert counted == N_LOGS
