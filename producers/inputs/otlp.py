@@ -127,15 +127,48 @@ def _hex_ids_to_base64(node: Any) -> Any:
     return node
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+SALVAGE_CHUNK = 512
+
+
+class CorruptGzip(BadRequest):
+    """A gzip body that stops decompressing part way; ``readable`` is what came out before the damage."""
+
+    def __init__(self, message: str, readable: bytes) -> None:
+        super().__init__(message)
+        self.readable = readable
+
+
+def _readable_prefix(body: bytes, limit: int) -> bytes:
+    """What a damaged gzip stream yields before its damage (at most ``limit`` bytes), fed in small chunks."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    for i in range(0, len(body), SALVAGE_CHUNK):
+        try:
+            out += d.decompress(body[i:i + SALVAGE_CHUNK], limit + 1 - len(out))
+        except zlib.error:
+            break
+        if len(out) > limit or d.unconsumed_tail:
+            break
+    return bytes(out[:limit])
+
+
 def gunzip(body: bytes, limit: int) -> bytes:
-    """The gzip body decompressed, refusing more than ``limit`` bytes (a zip bomb is a 413, not an OOM)."""
+    """The gzip body decompressed, refusing more than ``limit`` bytes (a zip bomb is a 413, not an OOM).
+
+    A damaged stream raises ``CorruptGzip`` with its readable prefix: the dead letter keeps that, redacted,
+    never the compressed bytes (which the redactor cannot read and anyone can decompress up to the damage).
+    """
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise BadRequest(f"gzip body does not decompress: {exc}") from exc
+        readable = _readable_prefix(body, limit) if body.startswith(GZIP_MAGIC) else body
+        raise CorruptGzip(f"gzip body does not decompress: {exc}", readable) from exc
     if len(out) > limit or d.unconsumed_tail:
         raise _TooLarge(f"decompressed body exceeds max_decompressed_bytes ({limit})")
+    if not d.eof:
+        raise CorruptGzip("gzip body is truncated (no end of stream)", out)
     return out
 
 
@@ -522,7 +555,8 @@ class OtlpReceiver(Component):
             self.counters.add("bad_requests")
             try:
                 # Decompressed where it could be: the dead letter is redacted, which a gzip stream cannot be.
-                pub.publish([pub.dead(source, raw if body is None else body, str(exc))])
+                evidence = body if body is not None else exc.readable if isinstance(exc, CorruptGzip) else raw
+                pub.publish([pub.dead(source, evidence, str(exc))])
             except KafkaError as kexc:
                 return 503, f"bad request, and it could not be dead-lettered: {kexc}".encode(), retry
             return 400, str(exc).encode(), None

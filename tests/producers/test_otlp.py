@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
+import random
 import threading
 
 import pytest
@@ -132,6 +134,14 @@ def test_json_gzip_and_bad_bodies(tocsin_config):
         bad_gz = requests.post(f"{url}/v1/logs", data=gzip.compress(secret), timeout=30,
                                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
         assert bad_gz.status_code == 400
+        # A gzip stream damaged after its secret: the readable part is dead-lettered (redacted), never the
+        # compressed bytes, which anyone could decompress up to the damage.
+        pad = base64.b64encode(random.Random(3).randbytes(12_000))  # incompressible: the damage is past the secret
+        stream = gzip.compress(b'{"note": "password=swordfish", "pad": "' + pad + b'"}')
+        damaged = stream[:len(stream) // 2] + bytes(b ^ 0x5A for b in stream[len(stream) // 2:])
+        broken_gz = requests.post(f"{url}/v1/logs", data=damaged, timeout=30,
+                                  headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert broken_gz.status_code == 400 and "does not decompress" in broken_gz.text
         bomb = gzip.compress(b"\0" * (1 << 20))
         big = requests.post(f"{url}/v1/metrics", data=bomb, timeout=30,
                             headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
@@ -148,9 +158,12 @@ def test_json_gzip_and_bad_bodies(tocsin_config):
     assert log["trace_id"] == "5b8efff798038103d269b633813fc60c" and log["ts"] == 1_700_000_000_000_000
     assert log["attrs"]["status"] == "504" and log["attrs"]["span_id"] == "eee19b7ec3c1b174"
     letters = deadletters(cfg.kafka)
-    assert len(letters) == 2
+    assert len(letters) == 3
     (dead,) = [d for d in letters if d[0].startswith(b"\x0a")]
-    (dead_gz,) = [d for d in letters if not d[0].startswith(b"\x0a")]
+    (dead_gz,) = [d for d in letters if b"resourceLogs" in d[0]]
+    (dead_broken,) = [d for d in letters if b"note" in d[0] and d is not dead_gz]
+    assert b"swordfish" not in dead_broken[0] and b"password=[REDACTED:secret]" in dead_broken[0], dead_broken[0]
+    assert not dead_broken[0].startswith(b"\x1f\x8b") and "does not decompress" in dead_broken[1]["error"]
     assert dead[0] == b"\x0a\xff\xff\xff garbage" and "not an OTLP logs export request" in dead[1]["error"]
     assert dead[1]["source_topic"] == "otlp:/v1/logs" and dead[1]["stage"] == "agent.otlp"
     assert b"hunter2" not in dead_gz[0] and b"password=[REDACTED:secret]" in dead_gz[0], dead_gz[0]
