@@ -45,7 +45,7 @@ class FetchWatch:
         self.last_error = -1.0
         self.hold_until = -1.0
         self.outage_from = -1.0
-        self.started = clock()
+        self.first_error = -1.0
         self.outages = 0
         self.installed = self._install(consumer)
 
@@ -74,8 +74,8 @@ class FetchWatch:
         """A fetch response arrived from ``node_id`` (IO thread)."""
         now = self.clock()
         with self._lock:
-            # No response yet but failed fetches: started during an outage, which began no later than the start.
-            last = self.last_ok if self.last_ok >= 0 else (self.started if self.last_error >= 0 else now)
+            # No response yet but failed fetches: started during an outage, which began no later than the first.
+            last = self.last_ok if self.last_ok >= 0 else (self.first_error if self.first_error >= 0 else now)
             if now - last > self.gap_s:
                 gap = now - last
                 if not self.holding():
@@ -89,7 +89,11 @@ class FetchWatch:
 
     def failed(self, node_id: Any) -> None:
         """A fetch to ``node_id`` failed (IO thread)."""
-        self.last_error = self.clock()
+        now = self.clock()
+        with self._lock:
+            self.last_error = now
+            if self.last_ok < 0 and self.first_error < 0:
+                self.first_error = now
 
     def ok_since(self, since: float, node_id: Any = None) -> bool:
         """A fetch response arrived after ``since`` (from ``node_id`` when given and known, else from any node)."""

@@ -125,11 +125,15 @@ def test_fetchwatch_started_during_an_outage_holds_from_its_start_and_a_clean_st
     watch = FetchWatch(down, min_hold_s=10, clock=clock)
     clock.t += 20
     down._fetcher._handle_fetch_error(1)  # no broker yet
-    clock.t += 20
+    clock.t += 10
+    down._fetcher._handle_fetch_error(1)
+    clock.t += 10
     down._fetcher._handle_fetch_response(1)
-    assert watch.holding() and watch.backlog_s() == 40
+    assert watch.holding() and watch.backlog_s() == 20  # since the first failed fetch
     clean = _Consumer()
     watch = FetchWatch(clean, min_hold_s=10, clock=clock)
-    clock.t += 5  # joining the group takes a while, nothing failed
+    clock.t += 5  # joining the group takes a while, and one fetch fails just before the first answer
+    clean._fetcher._handle_fetch_error(1)
+    clock.t += 1
     clean._fetcher._handle_fetch_response(1)
     assert not watch.holding()
