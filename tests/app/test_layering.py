@@ -144,7 +144,7 @@ def test_no_import_cycle():
 
 def test_the_graph_sees_the_modules():
     assert "tocsin.producers.agent" in MODULES and "tocsin.sinks.notify.sink" in MODULES
-    assert "tocsin.core.kafka" in GRAPH["tocsin.processors.service"]
+    assert "tocsin.core.kafka" in GRAPH["tocsin.processors.service.loop"]
 
 
 def test_package_exports_resolve_and_are_listed():
