@@ -223,6 +223,8 @@ class Entry:
     pending: list[Transition] = field(default_factory=list)  # not yet decided for this group's receiver
     told_firing: bool = False  # the receiver was told this incident fires
     owed_firing: bool = False  # fired while muted: tell the receiver once the mute ends
+    ended: Transition | None = None
+    """The previous incident's resolve, still to be shown: the next incident came before the group flushed."""
 
     @property
     def owed(self) -> bool:
@@ -334,8 +336,11 @@ class Router:
                     continue
                 entry = group.entries[t.fingerprint] = Entry(t)
                 self._groups_of.setdefault(t.fingerprint, set()).add(key)
-            if t.event.get("alert_id") != entry.latest.event.get("alert_id"):
-                entry.told_firing = entry.owed_firing = False  # a new incident of the same fingerprint
+            if t.event.get("alert_id") != entry.latest.event.get("alert_id"):  # a new incident, same fingerprint
+                previous = entry.latest
+                if previous.state == "resolved" and entry.told_firing and any(p is previous for p in entry.pending):
+                    entry.ended = previous  # the receiver was told it fires: it hears it resolved, then the new one
+                entry.told_firing = entry.owed_firing = False
             entry.latest = t
             if receiver in already_sent:
                 # Sent before a restart (the notification log says so): remember it, do not send again.
@@ -426,6 +431,7 @@ class Router:
                 if mute is not None:
                     settled += [Settlement(t, group.receiver, mute[0], group.key, mute[1]) for t in entry.pending]
                     entry.pending = []
+                    entry.ended = None
                     entry.owed_firing = not entry.told_firing
                     muted_left = muted_left or entry.owed_firing
                     continue
@@ -436,6 +442,9 @@ class Router:
                         ack_ends.append(int(expires) / 1e6)
                     continue
                 if entry.owed or (repeat_due and entry.told_firing):
+                    if entry.ended is not None and route.send_resolved:
+                        alerts.append(alert_view(entry.ended.event))  # the previous incident's resolve first
+                    entry.ended = None
                     alerts.append(alert_view(latest.event))
                     included[fp] = latest
                     covered.extend(entry.pending)

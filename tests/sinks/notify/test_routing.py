@@ -254,3 +254,25 @@ def test_silence_store_rejects_bad_events_without_raising():
     assert "unknown" in store.apply({"action": "silence_expire", "silence_id": "nope", "ts": 0})
     assert store.apply({"action": "resolve", "alert_id": "x", "ts": 0}) is None
     assert store.active(0) == []
+
+
+def test_a_resolve_and_the_next_incident_in_one_flush_are_both_announced():
+    """After a broker outage (or a processor's replay) an incident's resolve and the next incident of the same
+    fingerprint can reach the sink within one group_interval: the receiver was told the first fires, so it
+    must hear it resolved, not only that the alert fires (the resolve was recorded as sent but never shown)."""
+    router = Router(_cfg())
+    first = alert_event("error_rate", "shop", ts=int(T0 * 1e6))
+    router.add(_t(first), T0)
+    out, _ = _flush(router, T0 + 10)
+    assert [(a.status, a.alert_id) for a in out[0].alerts] == [("firing", first["alert_id"])]
+    end = _t(resolved_of(first, ts=int((T0 + 20) * 1e6)))
+    again = alert_event("error_rate", "shop", ts=int((T0 + 25) * 1e6), fingerprint=first["fingerprint"])
+    router.add(end, T0 + 20)
+    router.add(_t(again), T0 + 25)
+    out, _ = _flush(router, T0 + 70)
+    shown = [(a.status, a.alert_id) for a in out[0].alerts]
+    assert shown == [("resolved", first["alert_id"]), ("firing", again["alert_id"])], shown
+    assert end in out[0].covered
+    router.add(_t(resolved_of(again, ts=int((T0 + 90) * 1e6))), T0 + 90)
+    out, _ = _flush(router, T0 + 130)
+    assert [(a.status, a.alert_id) for a in out[0].alerts] == [("resolved", again["alert_id"])]
