@@ -22,11 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from kafka.errors import KafkaError as _KafkaError
-
 from tocsin.core import kafka as kafka_api
-from tocsin.core.errors import KafkaError
-from tocsin.core.events import CONTROL_EVENT, new_event_id, now_us
+from tocsin.core.events import new_event_id, now_us
 from tocsin.processors import slo
 from tocsin.processors.alerts import fingerprint_of
 from tocsin.processors.service import ProcessorService, read_alert_changelog
@@ -303,13 +300,5 @@ class ProcessorView:
         record = {"event_id": new_event_id(), "ts": now_us(), "action": "resolve", "alert_id": alert_id,
                   "fingerprint": fp, "silence_id": None, "matchers": [], "ends_at": None, "reason": reason,
                   "actor": actor}
-        producer = s.producer or kafka_api.producer(s.cfg.kafka)
-        try:
-            producer.send(s.cfg.kafka.topics.control, key=fp.encode(),
-                          value=s.codec.encode(CONTROL_EVENT, record)).get(timeout=30)
-        except _KafkaError as exc:
-            raise KafkaError(f"sending the resolve of {alert_id} failed: {exc}") from exc
-        finally:
-            if producer is not s.producer:
-                producer.close(timeout=10)
+        s._send_control(record)  # the service's control-topic send, as ack and unack use
         return record["event_id"]

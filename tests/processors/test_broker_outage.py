@@ -61,10 +61,13 @@ class SteadyHost:
         while not self.stop.is_set():
             rec = {"event_id": f"{self.host}-{i}", "ts": now_us(), "service": self.service, "host": self.host,
                    "name": "cpu_usage", "value": 20.0 + i % 5, "unit": "percent", "labels": {}}
-            self.futures.append(self.producer.send(self.cfg.kafka.topics.metrics, key=self.service.encode(),
-                                                   value=self.codec.encode(METRIC_EVENT, rec)))
+            self._emit(self.codec.encode(METRIC_EVENT, rec))
             i += 1
             self.stop.wait(1.0)
+
+    def _emit(self, value: bytes) -> None:
+        self.futures.append(self.producer.send(self.cfg.kafka.topics.metrics, key=self.service.encode(),
+                                               value=value))
 
     def delivered(self) -> int:
         return sum(1 for f in list(self.futures) if f.is_done and f.succeeded())
@@ -84,23 +87,16 @@ class LateReconnectingHost(SteadyHost):
         self.sent = 0
         self._lock = threading.Lock()
 
-    def _run(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            rec = {"event_id": f"{self.host}-{i}", "ts": now_us(), "service": self.service, "host": self.host,
-                   "name": "cpu_usage", "value": 20.0 + i % 5, "unit": "percent", "labels": {}}
-            with self._lock:
-                self.spool.append(self.codec.encode(METRIC_EVENT, rec))
-                self.sent += 1
-                if not self.spooling.is_set():
-                    self._flush_spool()
-            i += 1
-            self.stop.wait(1.0)
+    def _emit(self, value: bytes) -> None:
+        with self._lock:
+            self.spool.append(value)
+            self.sent += 1
+            if not self.spooling.is_set():
+                self._flush_spool()
 
     def _flush_spool(self) -> None:
         for value in self.spool:
-            self.futures.append(self.producer.send(self.cfg.kafka.topics.metrics, key=self.service.encode(),
-                                                   value=value))
+            super()._emit(value)
         self.spool.clear()
 
     def release(self) -> None:
